@@ -1,0 +1,1 @@
+"""Code shared by every video2mp3 service: config, logging, errors, messaging, HTTP, tokens."""

@@ -1,0 +1,203 @@
+"""Typed readers for configuration taken from the environment.
+
+Each service builds one frozen dataclass with ``Config.from_env()`` at start-up
+from these readers, so a malformed value stops the service with a message that
+names the variable instead of failing later in the middle of a request.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from urllib.parse import quote, urlsplit
+
+from common.errors import ConfigError
+
+PRODUCTION = "production"
+DEVELOPMENT = "development"
+ENVIRONMENTS = (DEVELOPMENT, "test", PRODUCTION)
+
+# Values that show a secret was copied from a template and never filled in.
+_PLACEHOLDER = re.compile(
+    r"^(|change[-_ ]?me.*|replace[-_ ]?me.*|placeholder.*|example.*|<.*>|x+"
+    r"|secret|password|guest)$",
+    re.IGNORECASE,
+)
+
+_SIZE_UNITS = {
+    "": 1,
+    "b": 1,
+    "k": 1024,
+    "kb": 1024,
+    "kib": 1024,
+    "m": 1024**2,
+    "mb": 1024**2,
+    "mib": 1024**2,
+    "g": 1024**3,
+    "gb": 1024**3,
+    "gib": 1024**3,
+}
+
+
+class Env:
+    """Read typed values from an environment mapping, naming the variable on error."""
+
+    def __init__(self, environ: Mapping[str, str] | None = None) -> None:
+        self._environ = os.environ if environ is None else environ
+
+    def str(self, name: str, default: str | None = None) -> str:
+        """Return the variable's value, or ``default``; raise if neither exists."""
+        value = self._environ.get(name)
+        if value is None or value == "":
+            if default is None:
+                raise ConfigError(f"{name} is required but not set")
+            return default
+        return value
+
+    def optional(self, name: str) -> str | None:
+        """Return the variable's value, or None when unset or empty."""
+        return self._environ.get(name) or None
+
+    def int(
+        self, name: str, default: int, *, minimum: int | None = None, maximum: int | None = None
+    ) -> int:
+        """Return the variable as an int within the given bounds."""
+        raw = self._environ.get(name)
+        if raw is None or raw == "":
+            return default
+        try:
+            value = int(raw)
+        except ValueError:
+            raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
+        if minimum is not None and value < minimum:
+            raise ConfigError(f"{name} must be at least {minimum}, got {value}")
+        if maximum is not None and value > maximum:
+            raise ConfigError(f"{name} must be at most {maximum}, got {value}")
+        return value
+
+    def float(self, name: str, default: float, *, minimum: float | None = None) -> float:
+        """Return the variable as a float, at least ``minimum``."""
+        raw = self._environ.get(name)
+        if raw is None or raw == "":
+            return default
+        try:
+            value = float(raw)
+        except ValueError:
+            raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+        if minimum is not None and value < minimum:
+            raise ConfigError(f"{name} must be at least {minimum}, got {value}")
+        return value
+
+    def bool(self, name: str, default: bool) -> bool:
+        """Return the variable as a boolean (1/0, true/false, yes/no, on/off)."""
+        raw = self._environ.get(name)
+        if raw is None or raw == "":
+            return default
+        lowered = raw.strip().lower()
+        if lowered in ("1", "true", "yes", "on"):
+            return True
+        if lowered in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(f"{name} must be a boolean (true/false), got {raw!r}")
+
+    def size(self, name: str, default: int) -> int:
+        """Return a byte size such as ``2147483648``, ``512M`` or ``2GiB``."""
+        raw = self._environ.get(name)
+        if raw is None or raw == "":
+            return default
+        match = re.fullmatch(r"\s*(\d+)\s*([a-zA-Z]*)\s*", raw)
+        unit = match and match.group(2).lower()
+        if not match or unit not in _SIZE_UNITS:
+            raise ConfigError(f"{name} must be a size like 512M or 2GiB, got {raw!r}")
+        return int(match.group(1)) * _SIZE_UNITS[unit]
+
+    def choice(self, name: str, default: str, choices: tuple[str, ...]) -> str:
+        """Return the variable if it is one of ``choices``."""
+        value = self.str(name, default).lower()
+        if value not in choices:
+            raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+        return value
+
+    def environment(self) -> str:
+        """Return APP_ENV: development (default), test or production."""
+        return self.choice("APP_ENV", DEVELOPMENT, ENVIRONMENTS)
+
+
+def is_placeholder(value: str | None) -> bool:
+    """Tell whether a secret is missing or still a template placeholder."""
+    return value is None or bool(_PLACEHOLDER.match(value.strip()))
+
+
+def require_secrets(environment: str, secrets: Mapping[str, str | None]) -> None:
+    """Refuse a production start while any named secret is missing or a placeholder.
+
+    Raises:
+        ConfigError: naming every offending variable.
+    """
+    if environment != PRODUCTION:
+        return
+    bad = sorted(name for name, value in secrets.items() if is_placeholder(value))
+    if bad:
+        raise ConfigError(
+            "refusing to start in production with missing or placeholder secrets: " + ", ".join(bad)
+        )
+
+
+def redact_url(url: str) -> str:
+    """Return ``url`` with any password replaced, for logs."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return parts._replace(netloc=netloc).geturl()
+
+
+@dataclass(frozen=True, slots=True)
+class LoggingConfig:
+    """How a service writes its log lines."""
+
+    level: str = "INFO"
+    format: str = "json"
+
+    @classmethod
+    def from_env(cls, env: Env) -> LoggingConfig:
+        """Read LOG_LEVEL and LOG_FORMAT (json or text)."""
+        level = env.choice("LOG_LEVEL", "INFO", ("debug", "info", "warning", "error")).upper()
+        return cls(level=level, format=env.choice("LOG_FORMAT", "json", ("json", "text")))
+
+
+@dataclass(frozen=True, slots=True)
+class RabbitConfig:
+    """Where the broker is and how the services use it."""
+
+    url: str
+    heartbeat: int = 30
+    delivery_limit: int = 20
+
+    @classmethod
+    def from_env(cls, env: Env) -> RabbitConfig:
+        """Read RABBITMQ_URL, or RABBITMQ_HOST/PORT/USER/PASSWORD/VHOST."""
+        url = env.optional("RABBITMQ_URL")
+        if url is None:
+            host = env.str("RABBITMQ_HOST", "127.0.0.1")
+            port = env.int("RABBITMQ_PORT", 5672, minimum=1, maximum=65535)
+            user = quote(env.str("RABBITMQ_USER", "guest"), safe="")
+            password = quote(env.str("RABBITMQ_PASSWORD", "guest"), safe="")
+            vhost = quote(env.str("RABBITMQ_VHOST", "/"), safe="")
+            url = f"amqp://{user}:{password}@{host}:{port}/{vhost}"
+        if urlsplit(url).scheme not in ("amqp", "amqps"):
+            raise ConfigError(
+                f"RABBITMQ_URL must start with amqp:// or amqps://, got {redact_url(url)!r}"
+            )
+        return cls(
+            url=url,
+            heartbeat=env.int("RABBITMQ_HEARTBEAT", 30, minimum=0, maximum=3600),
+            delivery_limit=env.int("RABBITMQ_DELIVERY_LIMIT", 20, minimum=1),
+        )
+
+    @property
+    def password(self) -> str | None:
+        """Return the broker password in the URL, for the production secret check."""
+        return urlsplit(self.url).password

@@ -1,0 +1,143 @@
+"""Session fixtures that start or reuse real servers, and function fixtures that isolate.
+
+MariaDB and RabbitMQ are the machine's own (started here if down, and then
+stopped at the end); SecantusDB and the SMTP sink are started for the session.
+A server that cannot be had skips its tests locally but fails them under
+``CI=true``, so a green CI always means the real path ran.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import mysql.connector
+import pytest
+
+from common.config import RabbitConfig
+from common.messaging import purge_queues
+from devstack import servers
+from devstack.mailsink import MailSink
+
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def unavailable(message: str) -> None:
+    """Skip the test locally, fail it in CI: a missing server is never a pass there."""
+    if IN_CI:
+        pytest.fail(message, pytrace=False)
+    pytest.skip(message)
+
+
+@dataclass(frozen=True)
+class MySQLServer:
+    """Where the test MySQL server listens and how to log in as an administrator."""
+
+    host: str
+    port: int
+    user: str
+    password: str
+
+    def connect(self, database: str | None = None) -> mysql.connector.MySQLConnection:
+        """Open an administrative connection."""
+        return mysql.connector.connect(
+            host=self.host,
+            port=self.port,
+            user=self.user,
+            password=self.password,
+            database=database,
+            connection_timeout=5,
+        )
+
+
+@pytest.fixture(scope="session")
+def mysql_server() -> Iterator[MySQLServer]:
+    """Reuse the machine's MariaDB, starting it if it is down."""
+    server = MySQLServer(
+        host=os.environ.get("TEST_MYSQL_HOST", "127.0.0.1"),
+        port=int(os.environ.get("TEST_MYSQL_PORT", "3306")),
+        user=os.environ.get("TEST_MYSQL_USER", "root"),
+        password=os.environ.get("TEST_MYSQL_PASSWORD", ""),
+    )
+    system = servers.mariadb(server.host, server.port)
+    try:
+        system.ensure()
+    except servers.ServerUnavailable as exc:
+        unavailable(str(exc))
+    yield server
+    system.stop_if_started()
+
+
+@pytest.fixture
+def mysql_database(mysql_server: MySQLServer) -> Iterator[str]:
+    """Create an empty database for one test and drop it afterwards."""
+    name = f"v2m_test_{uuid.uuid4().hex[:12]}"
+    admin = mysql_server.connect()
+    try:
+        admin.cursor().execute(f"CREATE DATABASE `{name}`")
+        yield name
+    finally:
+        admin.cursor().execute(f"DROP DATABASE IF EXISTS `{name}`")
+        admin.close()
+
+
+@pytest.fixture(scope="session")
+def rabbitmq_config() -> Iterator[RabbitConfig]:
+    """Reuse the machine's RabbitMQ, starting it if it is down."""
+    host = os.environ.get("TEST_RABBITMQ_HOST", "127.0.0.1")
+    port = int(os.environ.get("TEST_RABBITMQ_PORT", "5672"))
+    system = servers.rabbitmq(host, port)
+    try:
+        system.ensure()
+    except servers.ServerUnavailable as exc:
+        unavailable(str(exc))
+    yield RabbitConfig(url=f"amqp://guest:guest@{host}:{port}/%2F")
+    system.stop_if_started()
+
+
+@pytest.fixture
+def queue_name(rabbitmq_config: RabbitConfig) -> Iterator[Callable[[str], str]]:
+    """Hand out queue names unique to this test and delete those queues afterwards.
+
+    ``queue_name("video")`` returns ``test-<random>.video``; every queue handed
+    out, and its dead-letter queue, is deleted at teardown.
+    """
+    prefix = f"test-{uuid.uuid4().hex[:10]}"
+    handed_out: list[str] = []
+
+    def make(name: str) -> str:
+        handed_out.append(f"{prefix}.{name}")
+        return handed_out[-1]
+
+    yield make
+    purge_queues(rabbitmq_config, handed_out)
+
+
+@pytest.fixture(scope="session")
+def mongo_uri() -> Iterator[str]:
+    """Start a throwaway in-memory SecantusDB for the session."""
+    server = servers.SecantusServer()
+    try:
+        server.start()
+    except servers.ServerUnavailable as exc:
+        unavailable(str(exc))
+    yield server.uri
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def mail_sink() -> Iterator[MailSink]:
+    """Run an SMTP sink on a free port for the session."""
+    sink = MailSink(servers.free_port())
+    sink.start()
+    yield sink
+    sink.stop()
+
+
+@pytest.fixture
+def mailbox(mail_sink: MailSink) -> MailSink:
+    """Hand the test the SMTP sink with no mail in it."""
+    mail_sink.clear()
+    return mail_sink
