@@ -14,10 +14,12 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import mysql.connector
+import pymongo
 import pytest
 
 from common.config import RabbitConfig
 from common.messaging import purge_queues
+from common.storage import MongoConfig, Storage
 from devstack import servers
 from devstack.mailsink import MailSink
 
@@ -141,3 +143,25 @@ def mailbox(mail_sink: MailSink) -> MailSink:
     """Hand the test the SMTP sink with no mail in it."""
     mail_sink.clear()
     return mail_sink
+
+
+@pytest.fixture
+def mongo_config(mongo_uri: str) -> Iterator[MongoConfig]:
+    """Give the test its own video and MP3 databases and drop them afterwards."""
+    suffix = uuid.uuid4().hex[:10]
+    config = MongoConfig(
+        uri=mongo_uri, videos_db=f"videos_{suffix}", mp3s_db=f"mp3s_{suffix}", timeout_ms=3000
+    )
+    yield config
+    client = pymongo.MongoClient(mongo_uri)
+    for database in (config.videos_db, config.mp3s_db):
+        client.drop_database(database)
+    client.close()
+
+
+@pytest.fixture
+def storage(mongo_config: MongoConfig) -> Iterator[Storage]:
+    """Open the test's GridFS buckets."""
+    store = Storage(mongo_config)
+    yield store
+    store.close()

@@ -22,7 +22,8 @@ from common.messaging import (
     dead_letter_queue,
     decode_message,
 )
-from tests.support.rabbit import body_of, get_message, put_raw, queue_depth, running, wait_until
+from tests.support.polling import wait_until
+from tests.support.rabbit import body_of, get_message, put_raw, queue_depth, running
 from tests.support.tcp_proxy import TcpProxy
 
 

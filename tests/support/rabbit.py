@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 
 import pika
@@ -44,23 +43,6 @@ def put_raw(config: RabbitConfig, queue: str, body: bytes) -> None:
         )
     finally:
         connection.close()
-
-
-def wait_until(
-    predicate: Callable[[], object], timeout: float = 15.0, interval: float = 0.05
-) -> None:
-    """Poll ``predicate`` until it is truthy.
-
-    Raises:
-        AssertionError: it stayed falsy for ``timeout`` seconds.
-    """
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(interval)
-    if not predicate():
-        raise AssertionError(f"condition not met within {timeout}s")
 
 
 @contextmanager

@@ -1,0 +1,237 @@
+"""Job records: the ``jobs`` collection the gateway writes and the workers update.
+
+A job moves ``queued -> processing -> done | failed``. Every transition is a
+conditional update, so a redelivered message or a late worker cannot move a
+finished job backwards; the functions return None or False when the job was
+not in a state that allowed the change.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pymongo
+from bson import ObjectId
+
+from common.storage import MongoConfig, parse_object_id, translate_errors
+
+QUEUED, PROCESSING, DONE, FAILED = "queued", "processing", "done", "failed"
+STATUSES = (QUEUED, PROCESSING, DONE, FAILED)
+FINISHED = (DONE, FAILED)
+
+
+def utcnow() -> datetime:
+    """Return the current time, timezone-aware, at MongoDB's millisecond precision."""
+    now = datetime.now(UTC)
+    return now.replace(microsecond=now.microsecond // 1000 * 1000)
+
+
+def new_job_id() -> str:
+    """Return a fresh, unguessable job id."""
+    return uuid.uuid4().hex
+
+
+def public_view(job: Mapping[str, Any]) -> dict[str, Any]:
+    """Return a job as the API shows it: string ids, ISO timestamps, no internals."""
+
+    def iso(value: datetime | None) -> str | None:
+        return value.astimezone(UTC).isoformat().replace("+00:00", "Z") if value else None
+
+    return {
+        "job_id": job["_id"],
+        "status": job["status"],
+        "progress": job.get("progress", 0),
+        "error": job.get("error"),
+        "attempts": job.get("attempts", 0),
+        "filename": job.get("filename"),
+        "size": job.get("size"),
+        "video_fid": str(job["video_fid"]) if job.get("video_fid") else None,
+        "mp3_fid": str(job["mp3_fid"]) if job.get("mp3_fid") else None,
+        "options": job.get("options", {}),
+        "created_at": iso(job.get("created_at")),
+        "started_at": iso(job.get("started_at")),
+        "finished_at": iso(job.get("finished_at")),
+    }
+
+
+class JobStore:
+    """Read and move job records."""
+
+    def __init__(self, client: pymongo.MongoClient, config: MongoConfig) -> None:
+        self._jobs = client[config.videos_db]["jobs"]
+
+    def ensure_indexes(self) -> None:
+        """Create the indexes the API and workers query by; safe to repeat."""
+        with translate_errors("creating job indexes"):
+            self._jobs.create_index([("owner", 1), ("created_at", -1)])
+            self._jobs.create_index([("owner", 1), ("status", 1), ("created_at", -1)])
+            self._jobs.create_index("video_fid")
+            self._jobs.create_index("mp3_fid", sparse=True)
+            self._jobs.create_index([("status", 1), ("lease_until", 1)])
+
+    def create(
+        self,
+        *,
+        job_id: str,
+        owner: str,
+        video_fid: ObjectId,
+        filename: str,
+        size: int,
+        options: Mapping[str, Any],
+    ) -> dict[str, Any]:
+        """Insert a queued job and return it."""
+        now = utcnow()
+        job = {
+            "_id": job_id,
+            "owner": owner,
+            "status": QUEUED,
+            "progress": 0,
+            "error": None,
+            "attempts": 0,
+            "filename": filename,
+            "size": size,
+            "video_fid": video_fid,
+            "mp3_fid": None,
+            "options": dict(options),
+            "created_at": now,
+            "updated_at": now,
+            "started_at": None,
+            "finished_at": None,
+            "notified_at": None,
+        }
+        with translate_errors("creating a job"):
+            self._jobs.insert_one(job)
+        return job
+
+    def get(self, job_id: str) -> dict[str, Any] | None:
+        """Return the job with this id, or None."""
+        with translate_errors("reading a job"):
+            return self._jobs.find_one({"_id": str(job_id)})
+
+    def get_owned(self, job_id: str, owner: str) -> dict[str, Any] | None:
+        """Return the job if ``owner`` owns it; None for unknown ids and other people's jobs."""
+        with translate_errors("reading a job"):
+            return self._jobs.find_one({"_id": str(job_id), "owner": owner})
+
+    def find_by_file(self, file_id: object, owner: str) -> dict[str, Any] | None:
+        """Return ``owner``'s job whose video or MP3 has this id, or None."""
+        oid = parse_object_id(file_id)
+        with translate_errors("reading a job"):
+            return self._jobs.find_one(
+                {"owner": owner, "$or": [{"mp3_fid": oid}, {"video_fid": oid}]}
+            )
+
+    def list_owned(
+        self, owner: str, *, status: str | None = None, limit: int = 20, offset: int = 0
+    ) -> tuple[list[dict[str, Any]], int]:
+        """Return one page of ``owner``'s jobs, newest first, and the total count."""
+        query: dict[str, Any] = {"owner": owner}
+        if status is not None:
+            query["status"] = status
+        with translate_errors("listing jobs"):
+            total = self._jobs.count_documents(query)
+            cursor = (
+                self._jobs.find(query)
+                .sort([("created_at", -1), ("_id", -1)])
+                .skip(offset)
+                .limit(limit)
+            )
+            return list(cursor), total
+
+    def start(self, job_id: str, *, attempt: int) -> dict[str, Any] | None:
+        """Mark a queued (or retried) job processing; None if it is finished or gone."""
+        now = utcnow()
+        with translate_errors("starting a job"):
+            return self._jobs.find_one_and_update(
+                {"_id": job_id, "status": {"$in": [QUEUED, PROCESSING]}},
+                {
+                    "$set": {
+                        "status": PROCESSING,
+                        "progress": 0,
+                        "attempts": attempt,
+                        "started_at": now,
+                        "updated_at": now,
+                    }
+                },
+                return_document=pymongo.ReturnDocument.AFTER,
+            )
+
+    def set_progress(self, job_id: str, progress: int) -> None:
+        """Record conversion progress (0-100) of a processing job."""
+        with translate_errors("recording progress"):
+            self._jobs.update_one(
+                {"_id": job_id, "status": PROCESSING},
+                {"$set": {"progress": max(0, min(100, int(progress))), "updated_at": utcnow()}},
+            )
+
+    def finish(self, job_id: str, *, mp3_fid: ObjectId) -> bool:
+        """Mark a processing job done with its MP3; False if it was not processing."""
+        now = utcnow()
+        with translate_errors("finishing a job"):
+            result = self._jobs.update_one(
+                {"_id": job_id, "status": PROCESSING},
+                {
+                    "$set": {
+                        "status": DONE,
+                        "progress": 100,
+                        "mp3_fid": mp3_fid,
+                        "error": None,
+                        "finished_at": now,
+                        "updated_at": now,
+                    }
+                },
+            )
+        return result.modified_count == 1
+
+    def fail(self, job_id: str, *, error: str) -> bool:
+        """Mark an unfinished job failed with a readable reason; False if already finished."""
+        now = utcnow()
+        with translate_errors("failing a job"):
+            result = self._jobs.update_one(
+                {"_id": job_id, "status": {"$nin": list(FINISHED)}},
+                {"$set": {"status": FAILED, "error": error, "finished_at": now, "updated_at": now}},
+            )
+        return result.modified_count == 1
+
+    def claim_notification(self, job_id: str, *, lease: timedelta) -> dict[str, Any] | None:
+        """Claim the right to notify about a finished job; None if sent or being sent.
+
+        A claim whose lease ran out (its holder died mid-send) can be claimed
+        again, so a crash costs at worst a late email, never a lost one.
+        """
+        now = utcnow()
+        with translate_errors("claiming a notification"):
+            return self._jobs.find_one_and_update(
+                {
+                    "_id": job_id,
+                    "notified_at": None,
+                    "$or": [
+                        {"notify_lease_until": {"$exists": False}},
+                        {"notify_lease_until": None},
+                        {"notify_lease_until": {"$lt": now}},
+                    ],
+                },
+                {"$set": {"notify_lease_until": now + lease}},
+                return_document=pymongo.ReturnDocument.AFTER,
+            )
+
+    def release_notification(self, job_id: str) -> None:
+        """Give up a notification claim so a retry can take it at once."""
+        with translate_errors("releasing a notification"):
+            self._jobs.update_one({"_id": job_id}, {"$set": {"notify_lease_until": None}})
+
+    def mark_notified(self, job_id: str) -> None:
+        """Record that the user was told about this job."""
+        with translate_errors("recording a notification"):
+            self._jobs.update_one(
+                {"_id": job_id},
+                {"$set": {"notified_at": utcnow(), "notify_lease_until": None}},
+            )
+
+    def delete(self, job_id: str) -> bool:
+        """Delete a job record; False if it did not exist."""
+        with translate_errors("deleting a job"):
+            return self._jobs.delete_one({"_id": job_id}).deleted_count == 1

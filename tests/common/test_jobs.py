@@ -1,0 +1,130 @@
+"""Job records and their guarded state transitions, on a real MongoDB server."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from bson import ObjectId
+
+from common.jobs import DONE, FAILED, PROCESSING, QUEUED, JobStore, new_job_id, public_view
+
+
+@pytest.fixture
+def jobs(storage):
+    store = JobStore(storage.client, storage.config)
+    store.ensure_indexes()
+    return store
+
+
+def make_job(jobs, owner="a@example.com", **overrides):
+    fields = {
+        "job_id": new_job_id(),
+        "owner": owner,
+        "video_fid": ObjectId(),
+        "filename": "clip.mp4",
+        "size": 1234,
+        "options": {"bitrate": 192},
+    }
+    fields.update(overrides)
+    return jobs.create(**fields)
+
+
+def test_create_and_read_a_queued_job(jobs):
+    job = make_job(jobs)
+    stored = jobs.get(job["_id"])
+    assert stored["status"] == QUEUED
+    assert stored["progress"] == 0
+    assert stored["created_at"].tzinfo is not None
+    view = public_view(stored)
+    assert view["job_id"] == job["_id"]
+    assert view["video_fid"] == str(job["video_fid"])
+    assert view["mp3_fid"] is None
+    assert view["created_at"].endswith("Z")
+    assert view["options"] == {"bitrate": 192}
+
+
+def test_other_users_cannot_see_a_job(jobs):
+    job = make_job(jobs, owner="a@example.com")
+    assert jobs.get_owned(job["_id"], "a@example.com") is not None
+    assert jobs.get_owned(job["_id"], "b@example.com") is None
+    assert jobs.find_by_file(job["video_fid"], "b@example.com") is None
+
+
+def test_jobs_are_found_by_video_or_mp3_id(jobs):
+    job = make_job(jobs)
+    assert jobs.find_by_file(str(job["video_fid"]), "a@example.com")["_id"] == job["_id"]
+    jobs.start(job["_id"], attempt=1)
+    mp3_fid = ObjectId()
+    jobs.finish(job["_id"], mp3_fid=mp3_fid)
+    assert jobs.find_by_file(mp3_fid, "a@example.com")["_id"] == job["_id"]
+
+
+def test_list_is_newest_first_filtered_and_paged(jobs):
+    created = [make_job(jobs)["_id"] for _ in range(5)]
+    make_job(jobs, owner="someone-else@example.com")
+    jobs.start(created[0], attempt=1)
+
+    page, total = jobs.list_owned("a@example.com", limit=2, offset=0)
+    assert total == 5
+    assert [j["_id"] for j in page] == created[::-1][:2]
+    page, _ = jobs.list_owned("a@example.com", limit=2, offset=4)
+    assert [j["_id"] for j in page] == [created[0]]
+    processing, total = jobs.list_owned("a@example.com", status=PROCESSING)
+    assert total == 1
+    assert processing[0]["_id"] == created[0]
+
+
+def test_lifecycle_queued_processing_done(jobs):
+    job = make_job(jobs)
+    started = jobs.start(job["_id"], attempt=1)
+    assert started["status"] == PROCESSING
+    assert started["attempts"] == 1
+    jobs.set_progress(job["_id"], 42)
+    assert jobs.get(job["_id"])["progress"] == 42
+    assert jobs.finish(job["_id"], mp3_fid=ObjectId()) is True
+    done = jobs.get(job["_id"])
+    assert done["status"] == DONE
+    assert done["progress"] == 100
+    assert done["finished_at"] >= done["started_at"]
+
+
+def test_finished_jobs_cannot_move_backwards(jobs):
+    job = make_job(jobs)
+    jobs.start(job["_id"], attempt=1)
+    jobs.finish(job["_id"], mp3_fid=ObjectId())
+
+    assert jobs.start(job["_id"], attempt=2) is None  # a redelivery of a finished job
+    assert jobs.fail(job["_id"], error="late failure") is False
+    assert jobs.finish(job["_id"], mp3_fid=ObjectId()) is False
+    jobs.set_progress(job["_id"], 3)
+    assert jobs.get(job["_id"])["status"] == DONE
+    assert jobs.get(job["_id"])["progress"] == 100
+
+
+def test_fail_records_a_reason(jobs):
+    job = make_job(jobs)
+    assert jobs.fail(job["_id"], error="the video has no audio track") is True
+    failed = jobs.get(job["_id"])
+    assert failed["status"] == FAILED
+    assert failed["error"] == "the video has no audio track"
+    assert jobs.start(job["_id"], attempt=2) is None
+
+
+def test_notification_claims_are_exclusive_and_expire(jobs):
+    job = make_job(jobs)
+    assert jobs.claim_notification(job["_id"], lease=timedelta(minutes=5)) is not None
+    assert jobs.claim_notification(job["_id"], lease=timedelta(minutes=5)) is None
+    jobs.release_notification(job["_id"])
+    assert jobs.claim_notification(job["_id"], lease=timedelta(seconds=-1)) is not None
+    # the holder "died": its lease is already over, so another worker may claim
+    assert jobs.claim_notification(job["_id"], lease=timedelta(minutes=5)) is not None
+    jobs.mark_notified(job["_id"])
+    assert jobs.claim_notification(job["_id"], lease=timedelta(minutes=5)) is None
+
+
+def test_delete(jobs):
+    job = make_job(jobs)
+    assert jobs.delete(job["_id"]) is True
+    assert jobs.delete(job["_id"]) is False
+    assert jobs.get(job["_id"]) is None

@@ -1,0 +1,138 @@
+"""GridFS buckets against a real (SecantusDB) MongoDB server."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import os
+
+import pytest
+
+from common.errors import TransientError
+from common.storage import CHUNK_SIZE, FileNotFound, Storage, parse_object_id
+from tests.support.polling import wait_until
+from tests.support.tcp_proxy import TcpProxy
+
+
+class CountingReader(io.RawIOBase):
+    """A stream that makes its bytes up as it goes and records the largest read."""
+
+    def __init__(self, size: int) -> None:
+        self.remaining = size
+        self.largest_read = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, n: int = -1) -> bytes:
+        n = self.remaining if n < 0 else min(n, self.remaining)
+        self.largest_read = max(self.largest_read, n)
+        self.remaining -= n
+        return b"v" * n
+
+
+def test_put_streams_in_chunks_and_reads_back(storage):
+    source = CountingReader(3 * CHUNK_SIZE + 123)
+    file_id = storage.videos.put(source, "clip.mp4", {"owner": "a@example.com", "job_id": "j1"})
+
+    assert source.largest_read == CHUNK_SIZE  # never asked for the whole file at once
+    grid_out = storage.videos.open(str(file_id))
+    assert grid_out.length == 3 * CHUNK_SIZE + 123
+    assert grid_out.filename == "clip.mp4"
+    assert grid_out.metadata == {"owner": "a@example.com", "job_id": "j1"}
+    assert b"".join(storage.videos.iter_chunks(file_id)) == b"v" * grid_out.length
+
+
+def test_ranges_read_exactly_the_requested_bytes(storage):
+    payload = os.urandom(CHUNK_SIZE + 5000)
+    file_id = storage.mp3s.put(io.BytesIO(payload), "a.mp3", {})
+    start, end = CHUNK_SIZE - 10, CHUNK_SIZE + 20
+    assert b"".join(storage.mp3s.iter_chunks(file_id, start, end)) == payload[start:end]
+
+
+def test_download_to_copies_the_file(storage, tmp_path):
+    payload = os.urandom(200_000)
+    file_id = storage.videos.put(io.BytesIO(payload), "x.mp4", {})
+    with (tmp_path / "copy").open("wb") as out:
+        assert storage.videos.download_to(file_id, out) == len(payload)
+    assert (tmp_path / "copy").read_bytes() == payload
+
+
+def test_buckets_are_separate(storage):
+    file_id = storage.videos.put(io.BytesIO(b"video"), "v.mp4", {})
+    with pytest.raises(FileNotFound):
+        storage.mp3s.open(file_id)
+
+
+@pytest.mark.parametrize("bad_id", ["", "nope", "123", "g" * 24, None, "0" * 25])
+def test_malformed_ids_are_not_found(storage, bad_id):
+    with pytest.raises(FileNotFound):
+        storage.videos.open(bad_id)
+    with pytest.raises(FileNotFound):
+        parse_object_id(bad_id)
+
+
+def test_delete_removes_the_file_and_reports_unknown_ids(storage):
+    file_id = storage.videos.put(io.BytesIO(b"x" * 10), "v.mp4", {})
+    assert storage.videos.delete(file_id) is True
+    assert storage.videos.delete(file_id) is False
+    assert storage.videos.delete("not-an-id") is False
+    with pytest.raises(FileNotFound):
+        storage.videos.open(file_id)
+
+
+def test_a_failed_upload_leaves_nothing_behind(storage):
+    class Exploding(io.RawIOBase):
+        calls = 0
+
+        def readable(self) -> bool:
+            return True
+
+        def read(self, n: int = -1) -> bytes:
+            self.calls += 1
+            if self.calls > 2:
+                raise OSError("client went away")
+            return b"z" * CHUNK_SIZE
+
+    with pytest.raises(OSError, match="client went away"):
+        storage.videos.put(Exploding(), "half.mp4", {"job_id": "half"})
+    database = storage.client[storage.config.videos_db]
+    assert database["fs.chunks"].count_documents({}) == 0
+    assert database["fs.files"].count_documents({}) == 0
+
+
+def test_find_one_looks_up_by_metadata(storage):
+    file_id = storage.mp3s.put(io.BytesIO(b"mp3"), "a.mp3", {"job_id": "j-77"})
+    assert storage.mp3s.find_one({"metadata.job_id": "j-77"})["_id"] == file_id
+    assert storage.mp3s.find_one({"metadata.job_id": "other"}) is None
+
+
+def test_store_down_is_transient_and_recovers(mongo_config):
+    port = int(mongo_config.uri.rstrip("/").rsplit(":", 1)[1])
+    proxy = TcpProxy("127.0.0.1", port)
+    config = dataclasses.replace(
+        mongo_config, uri=f"mongodb://127.0.0.1:{proxy.port}/", timeout_ms=500
+    )
+    store = Storage(config)
+    try:
+        store.ping()
+        proxy.refuse()
+        with pytest.raises(TransientError, match="MongoDB unavailable"):
+            store.ping()
+        with pytest.raises(TransientError):
+            store.videos.put(io.BytesIO(b"x"), "v.mp4", {})
+        proxy.accept()
+        wait_until(lambda: not raises_transient(store.ping), timeout=10)
+        assert store.videos.put(io.BytesIO(b"x"), "v.mp4", {}) is not None
+    finally:
+        store.close()
+        proxy.close()
+
+
+def raises_transient(call) -> bool:
+    """Tell whether ``call()`` fails with a TransientError."""
+    try:
+        call()
+    except TransientError:
+        return True
+    return False
