@@ -11,6 +11,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
+from pathlib import PurePosixPath
 from typing import Any
 
 import pymongo
@@ -32,6 +33,12 @@ def utcnow() -> datetime:
 def new_job_id() -> str:
     """Return a fresh, unguessable job id."""
     return uuid.uuid4().hex
+
+
+def mp3_filename(original: str | None) -> str:
+    """Return the MP3's name: the original file's name with an .mp3 extension."""
+    stem = PurePosixPath(original or "audio").stem or "audio"
+    return f"{stem}.mp3"
 
 
 def public_view(job: Mapping[str, Any]) -> dict[str, Any]:

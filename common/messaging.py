@@ -140,6 +140,18 @@ class Publisher:
                     time.sleep(backoff_delay(attempt, base=self._retry_base, cap=2.0))
         raise TransientError(f"could not publish to queue {queue!r}: {last_error!r}")
 
+    def check(self) -> None:
+        """Check that the broker answers over this thread's connection.
+
+        Raises:
+            TransientError: it does not.
+        """
+        try:
+            self._channel().connection.process_data_events(time_limit=0)
+        except BROKER_ERRORS as exc:
+            self._drop_connection()
+            raise TransientError(f"RabbitMQ unavailable: {exc!r}") from exc
+
     def close(self) -> None:
         """Close every connection this publisher opened, on any thread."""
         with self._lock:
@@ -150,6 +162,14 @@ class Publisher:
         self._local.__dict__.clear()
 
     def _channel_for(self, queue: str) -> BlockingChannel:
+        channel = self._channel()
+        declared = self._local.declared
+        if queue not in declared:
+            declare_queue(channel, queue, delivery_limit=self._config.delivery_limit)
+            declared.add(queue)
+        return channel
+
+    def _channel(self) -> BlockingChannel:
         local = self._local
         connection = getattr(local, "connection", None)
         if connection is None or connection.is_closed:
@@ -160,9 +180,6 @@ class Publisher:
             local.channel = connection.channel()
             local.channel.confirm_delivery()
             local.declared = set()
-        if queue not in local.declared:
-            declare_queue(local.channel, queue, delivery_limit=self._config.delivery_limit)
-            local.declared.add(queue)
         return local.channel
 
     def _drop_connection(self) -> None:
@@ -238,6 +255,7 @@ class Consumer:
         drain_timeout: float = 30.0,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         on_give_up: GiveUpHook | None = None,
+        stop_event: threading.Event | None = None,
     ) -> None:
         self.queue = queue
         self._config = config
@@ -252,7 +270,8 @@ class Consumer:
         self._drain_timeout = drain_timeout
         self._max_message_bytes = max_message_bytes
         self._on_give_up = on_give_up
-        self._stop = threading.Event()
+        # Shared with the handler's long work (ffmpeg) so a stop can cut it short.
+        self._stop = stop_event or threading.Event()
         self._generation = 0
         self._in_flight: set[tuple[int, int]] = set()  # (connection generation, delivery tag)
         self._in_flight_lock = threading.Lock()
@@ -429,6 +448,10 @@ class Consumer:
             self._give_up(message, exc)
             return _Outcome.DEAD_LETTER
         except Exception as exc:  # the loop's edge: a handler bug must not kill the consumer
+            if self._stop.is_set():
+                # Cut short by a stop, not failed: another consumer takes it over.
+                log.info("requeueing a message from %s on stop: %r", self.queue, exc)
+                return _Outcome.REQUEUE
             if delivery.is_last_attempt:
                 log.exception(
                     "giving up on message from %s after %d attempts", self.queue, delivery.attempt

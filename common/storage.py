@@ -45,10 +45,10 @@ class MongoConfig:
     def from_env(cls, env: Env) -> MongoConfig:
         """Read MONGO_URI, MONGO_VIDEOS_DB, MONGO_MP3S_DB and MONGO_TIMEOUT_MS."""
         return cls(
-            uri=env.str("MONGO_URI", cls.uri),
-            videos_db=env.str("MONGO_VIDEOS_DB", cls.videos_db),
-            mp3s_db=env.str("MONGO_MP3S_DB", cls.mp3s_db),
-            timeout_ms=env.int("MONGO_TIMEOUT_MS", cls.timeout_ms, minimum=100),
+            uri=env.str("MONGO_URI", "mongodb://127.0.0.1:27017/"),
+            videos_db=env.str("MONGO_VIDEOS_DB", "videos"),
+            mp3s_db=env.str("MONGO_MP3S_DB", "mp3s"),
+            timeout_ms=env.int("MONGO_TIMEOUT_MS", 5000, minimum=100),
         )
 
 
@@ -93,6 +93,41 @@ def connect(config: MongoConfig) -> pymongo.MongoClient:
     )
 
 
+class Upload:
+    """A file being written into GridFS; ``finish()`` it, or ``abort()`` to leave nothing."""
+
+    def __init__(self, grid_in: gridfs.GridIn) -> None:
+        self._grid_in = grid_in
+        self.size = 0
+
+    def write(self, data: bytes) -> None:
+        """Append bytes to the file.
+
+        Raises:
+            TransientError: MongoDB failed.
+        """
+        with translate_errors("storing a file"):
+            self._grid_in.write(data)
+        self.size += len(data)
+
+    def finish(self) -> ObjectId:
+        """Flush the last chunk, write the file's record and return its id.
+
+        Raises:
+            TransientError: MongoDB failed.
+        """
+        with translate_errors("storing a file"):
+            self._grid_in.close()
+        return self._grid_in._id
+
+    def abort(self) -> None:
+        """Delete whatever was written; never raises, the store may be the thing that failed."""
+        try:
+            self._grid_in.abort()
+        except pymongo.errors.PyMongoError as exc:
+            log.warning("could not remove the chunks of an aborted upload: %s", exc)
+
+
 class Bucket:
     """One GridFS bucket (``videos`` or ``mp3s``) with streaming put/get."""
 
@@ -100,10 +135,10 @@ class Bucket:
         self._bucket = gridfs.GridFSBucket(client[database], chunk_size_bytes=CHUNK_SIZE)
         self._files = client[database]["fs.files"]
 
-    def open_upload(self, filename: str, metadata: Mapping[str, Any]) -> gridfs.GridIn:
-        """Open a writer for a new file; ``abort()`` it to discard what was written."""
+    def open_upload(self, filename: str, metadata: Mapping[str, Any]) -> Upload:
+        """Start a new file that is written piece by piece."""
         with translate_errors("opening an upload"):
-            return self._bucket.open_upload_stream(filename, metadata=dict(metadata))
+            return Upload(self._bucket.open_upload_stream(filename, metadata=dict(metadata)))
 
     def put(self, stream: BinaryIO, filename: str, metadata: Mapping[str, Any]) -> ObjectId:
         """Stream ``stream`` into a new file and return its id.
@@ -111,17 +146,14 @@ class Bucket:
         Raises:
             TransientError: MongoDB failed; nothing is left behind.
         """
-        writer = self.open_upload(filename, metadata)
+        upload = self.open_upload(filename, metadata)
         try:
-            with translate_errors("storing a file"):
-                while chunk := stream.read(CHUNK_SIZE):
-                    writer.write(chunk)
-                writer.close()
+            while chunk := stream.read(CHUNK_SIZE):
+                upload.write(chunk)
+            return upload.finish()
         except BaseException:
-            with contextlib.suppress(pymongo.errors.PyMongoError):
-                writer.abort()
+            upload.abort()
             raise
-        return writer._id
 
     def open(self, file_id: object) -> gridfs.GridOut:
         """Open a stored file for streaming reads (``read``, ``seek``, ``length``).

@@ -1,0 +1,126 @@
+"""The HTTP edge every Flask service shares: one JSON error shape and request ids.
+
+Every error a client can see is ``{"error": "<code>", "message": "<text>"}``:
+views raise ``ApiError``; werkzeug's own HTTP errors (404, 405, 413, ...) and a
+dependency that is down (``TransientError`` → 503) are rendered the same way,
+and anything unexpected is logged with its traceback and answered with a
+plain 500, never an HTML page or a stack trace.
+
+Each request carries an id, taken from a sane ``X-Request-ID`` header (so a
+gateway's id follows the request into the services behind it) or made up, on
+every log line written while handling it and in the response's header.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+import uuid
+from collections.abc import Mapping
+
+from flask import Flask, Response, g, jsonify, request
+from werkzeug.exceptions import HTTPException
+
+from common.errors import TransientError
+from common.logs import log_context
+
+log = logging.getLogger(__name__)
+
+REQUEST_ID_HEADER = "X-Request-ID"
+# Ids travel into logs and other services; anything else is replaced, not echoed.
+_SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/+=-]{0,127}")
+# Headers werkzeug's HTML error response carries that a JSON body replaces.
+_BODY_HEADERS = frozenset({"content-type", "content-length"})
+TRANSIENT_RETRY_AFTER_SECONDS = 5
+
+
+class ApiError(Exception):
+    """An error a view raises to answer with a given status and JSON body."""
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.headers = dict(headers or {})
+
+
+def error_response(
+    status: int, code: str, message: str, headers: Mapping[str, str] | None = None
+) -> Response:
+    """Build the JSON error response every service answers with."""
+    response = jsonify(error=code, message=message)
+    response.status_code = status
+    response.headers.update(headers or {})
+    return response
+
+
+def _http_error_code(exc: HTTPException) -> str:
+    return re.sub(r"[^a-z0-9]+", "_", (exc.name or "error").lower()).strip("_")
+
+
+def install_error_handlers(app: Flask) -> None:
+    """Render every error ``app`` can raise as JSON in the shared shape."""
+
+    @app.errorhandler(ApiError)
+    def handle_api_error(exc: ApiError) -> Response:
+        return error_response(exc.status, exc.code, exc.message, exc.headers)
+
+    @app.errorhandler(HTTPException)
+    def handle_http_exception(exc: HTTPException) -> Response:
+        # Keep what werkzeug says beyond the body, such as Allow on a 405.
+        headers = {
+            name: value for name, value in exc.get_headers() if name.lower() not in _BODY_HEADERS
+        }
+        return error_response(
+            exc.code or 500, _http_error_code(exc), exc.description or "", headers
+        )
+
+    @app.errorhandler(TransientError)
+    def handle_transient_error(exc: TransientError) -> Response:
+        log.warning("answering 503: %s", exc)
+        return error_response(
+            503,
+            "service_unavailable",
+            "A service this request needs is unavailable; try again shortly.",
+            {"Retry-After": str(TRANSIENT_RETRY_AFTER_SECONDS)},
+        )
+
+    @app.errorhandler(Exception)
+    def handle_unexpected_error(exc: Exception) -> Response:
+        # The request's edge: log the bug with its traceback, tell the client nothing.
+        log.error("unhandled error on %s %s", request.method, request.path, exc_info=exc)
+        return error_response(500, "internal_error", "The server failed to handle the request.")
+
+
+def install_request_id(app: Flask) -> None:
+    """Give every request of ``app`` an id, in its log lines and its response."""
+
+    @app.before_request
+    def enter_request_context() -> None:
+        supplied = request.headers.get(REQUEST_ID_HEADER, "")
+        request_id = supplied if _SANE_REQUEST_ID.fullmatch(supplied) else uuid.uuid4().hex
+        g.request_id = request_id
+        stack = contextlib.ExitStack()
+        stack.enter_context(log_context(request_id=request_id))
+        g.request_log_context = stack
+
+    @app.after_request
+    def echo_request_id(response: Response) -> Response:
+        request_id = g.get("request_id")
+        if request_id:
+            response.headers[REQUEST_ID_HEADER] = request_id
+        return response
+
+    @app.teardown_request
+    def leave_request_context(_exc: BaseException | None) -> None:
+        stack = g.pop("request_log_context", None)
+        if stack is not None:
+            stack.close()

@@ -1,0 +1,50 @@
+"""Run the converter worker: ``python -m converter``."""
+
+from __future__ import annotations
+
+import threading
+
+from common.jobs import JobStore
+from common.logs import configure_logging
+from common.messaging import Consumer, Publisher
+from common.storage import Storage
+from common.worker import run_worker, wait_for
+from converter.config import Config
+from converter.handler import Converter
+
+
+def main() -> None:
+    """Consume the video queue until SIGTERM, converting one video at a time."""
+    config = Config.from_env()
+    configure_logging("converter", config.logging)
+    storage = Storage(config.mongo)
+    jobs = JobStore(storage.client, config.mongo)
+    wait_for(jobs.ensure_indexes, "MongoDB", timeout=config.startup_timeout)
+    publisher = Publisher(config.rabbit, name="converter")
+    stopping = threading.Event()  # set on SIGTERM: ffmpeg stops and the job is requeued
+    converter = Converter(
+        storage=storage,
+        jobs=jobs,
+        publisher=publisher,
+        mp3_queue=config.mp3_queue,
+        workdir=config.workdir,
+        cancel=stopping,
+    )
+    consumer = Consumer(
+        config.rabbit,
+        config.video_queue,
+        converter.handle,
+        name="converter",
+        max_attempts=config.max_attempts,
+        on_give_up=converter.give_up,
+        stop_event=stopping,
+    )
+    try:
+        run_worker(consumer, health_host=config.health_host, health_port=config.health_port)
+    finally:
+        publisher.close()
+        storage.close()
+
+
+if __name__ == "__main__":
+    main()

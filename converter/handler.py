@@ -1,0 +1,167 @@
+"""Handle one message from the video queue: make the job's MP3 exactly once.
+
+The steps are each safe to repeat, because a message can arrive again after a
+crash at any point: a finished job is only announced again (notification is
+idempotent), an MP3 already stored for the job is reused rather than made
+twice, and every job transition is conditional (``common.jobs``).
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any
+
+from bson import ObjectId
+
+from common.errors import PermanentError, TransientError
+from common.jobs import DONE, FAILED, JobStore, mp3_filename
+from common.messaging import Delivery, Publisher
+from common.storage import Storage
+from converter.transcode import Options, probe, transcode
+
+log = logging.getLogger(__name__)
+
+REQUIRED_FIELDS = ("job_id", "video_fid", "username")
+
+
+def validate(message: dict[str, Any]) -> None:
+    """Check the fields a video message must carry.
+
+    Raises:
+        PermanentError: a field is missing or not a string.
+    """
+    for name in REQUIRED_FIELDS:
+        if not isinstance(message.get(name), str) or not message[name]:
+            raise PermanentError(f"video message lacks a {name!r} string")
+
+
+def result_message(job: dict[str, Any]) -> dict[str, Any]:
+    """Build the mp3-queue message announcing how a finished job ended."""
+    return {
+        "job_id": job["_id"],
+        "video_fid": str(job["video_fid"]),
+        "mp3_fid": str(job["mp3_fid"]) if job.get("mp3_fid") else None,
+        "username": job["owner"],
+        "filename": job.get("filename"),
+        "options": job.get("options", {}),
+        "status": job["status"],
+        "error": job.get("error"),
+    }
+
+
+class Converter:
+    """Turn video-queue messages into stored MP3s and mp3-queue announcements."""
+
+    def __init__(
+        self,
+        *,
+        storage: Storage,
+        jobs: JobStore,
+        publisher: Publisher,
+        mp3_queue: str,
+        workdir: str,
+        cancel: threading.Event | None = None,
+    ) -> None:
+        self._storage = storage
+        self._jobs = jobs
+        self._publisher = publisher
+        self._mp3_queue = mp3_queue
+        self._workdir = workdir
+        self._cancel = cancel
+
+    def handle(self, message: dict[str, Any], delivery: Delivery) -> None:
+        """Convert the job in ``message``, or re-announce it if it already finished.
+
+        Raises:
+            PermanentError: the message is malformed.
+            TransientError: a store, the broker or ffmpeg failed; retry later.
+        """
+        validate(message)
+        job_id = message["job_id"]
+        job = self._jobs.start(job_id, attempt=delivery.attempt)
+        if job is None:
+            self._redelivered(job_id)
+            return
+        try:
+            mp3_fid = self._stored_mp3(job_id) or self._convert(job)
+        except PermanentError as exc:
+            log.warning("job %s failed: %s", job_id, exc)
+            self._jobs.fail(job_id, error=str(exc))
+            self._announce(job_id)
+            return
+        if not self._jobs.finish(job_id, mp3_fid=mp3_fid):
+            log.info("job %s ended elsewhere while converting; dropping its MP3", job_id)
+            self._storage.mp3s.delete(mp3_fid)
+        self._announce(job_id)
+
+    def give_up(self, message: dict[str, Any] | None, error: Exception) -> None:
+        """Fail the job of a message that kept failing, and tell its owner."""
+        job_id = (message or {}).get("job_id")
+        if not isinstance(job_id, str):
+            return
+        reason = "the conversion could not be completed; please try again later"
+        if isinstance(error, PermanentError):
+            reason = str(error)
+        if self._jobs.fail(job_id, error=reason):
+            self._announce(job_id)
+
+    def _redelivered(self, job_id: str) -> None:
+        job = self._jobs.get(job_id)
+        if job is None:
+            log.info("job %s was deleted; nothing to do", job_id)
+        elif job["status"] in (DONE, FAILED):
+            # Announcing again is harmless (one email per job) and covers a
+            # crash between finishing the job and publishing its result.
+            log.info("job %s already %s; announcing it again", job_id, job["status"])
+            self._announce(job_id)
+
+    def _stored_mp3(self, job_id: str) -> ObjectId | None:
+        existing = self._storage.mp3s.find_one({"metadata.job_id": job_id})
+        if existing is not None:
+            log.info("job %s already has its MP3 %s; reusing it", job_id, existing["_id"])
+            return existing["_id"]
+        return None
+
+    def _convert(self, job: dict[str, Any]) -> ObjectId:
+        job_id = job["_id"]
+        options = Options.from_dict(job.get("options"))
+        with tempfile.TemporaryDirectory(dir=self._workdir, prefix=f"job-{job_id}-") as tmp:
+            video_path, mp3_path = Path(tmp) / "video", Path(tmp) / "audio.mp3"
+            with video_path.open("wb") as video_file:
+                self._storage.videos.download_to(job["video_fid"], video_file)
+            info = probe(video_path)
+            transcode(
+                video_path,
+                mp3_path,
+                options,
+                info=info,
+                on_progress=lambda percent: self._progress(job_id, percent),
+                cancel=self._cancel,
+            )
+            with mp3_path.open("rb") as mp3_file:
+                return self._storage.mp3s.put(
+                    mp3_file,
+                    mp3_filename(job.get("filename")),
+                    {
+                        "owner": job["owner"],
+                        "job_id": job_id,
+                        "original_filename": job.get("filename"),
+                        "video_fid": job["video_fid"],
+                    },
+                )
+
+    def _progress(self, job_id: str, percent: int) -> None:
+        try:
+            self._jobs.set_progress(job_id, percent)
+        except TransientError as exc:
+            # Progress is a nicety: a store hiccup must not cost the conversion.
+            log.warning("could not record progress of job %s: %s", job_id, exc)
+
+    def _announce(self, job_id: str) -> None:
+        job = self._jobs.get(job_id)
+        if job is None:
+            return
+        self._publisher.publish(self._mp3_queue, result_message(job), message_id=job_id)

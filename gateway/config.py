@@ -1,0 +1,76 @@
+"""The gateway's settings, read once from the environment at start-up."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from common.config import (
+    Env,
+    LoggingConfig,
+    RabbitConfig,
+    redact_url,
+    require_secrets,
+)
+from common.errors import ConfigError
+from common.storage import MongoConfig
+
+DEFAULT_MAX_CONTENT_LENGTH = 2 * 1024**3
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """Everything the gateway needs to run; tests build one directly."""
+
+    mongo: MongoConfig
+    rabbit: RabbitConfig
+    auth_address: str = "127.0.0.1:5000"
+    jwks_url: str = ""
+    jwt_issuer: str = "video2mp3-auth"
+    jwt_audience: str = "video2mp3"
+    video_queue: str = "video"
+    max_content_length: int = DEFAULT_MAX_CONTENT_LENGTH
+    public_url: str = "http://127.0.0.1:8000"
+    trusted_proxies: int = 0
+    environment: str = "development"
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+
+    def __post_init__(self) -> None:
+        if not self.jwks_url:
+            object.__setattr__(self, "jwks_url", f"{self.auth_url}/.well-known/jwks.json")
+
+    @property
+    def auth_url(self) -> str:
+        """Return the base URL of the auth service."""
+        address = self.auth_address
+        return address.rstrip("/") if "://" in address else f"http://{address}"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Config:
+        """Read the configuration from the environment and validate it.
+
+        Raises:
+            ConfigError: a value is malformed, or production runs with placeholder secrets.
+        """
+        env = Env(environ)
+        environment = env.environment()
+        rabbit = RabbitConfig.from_env(env)
+        mongo = MongoConfig.from_env(env)
+        require_secrets(environment, {"RABBITMQ_URL password": rabbit.password})
+        public_url = env.str("PUBLIC_URL", "http://127.0.0.1:8000").rstrip("/")
+        if not public_url.startswith(("http://", "https://")):
+            raise ConfigError(f"PUBLIC_URL must be an http(s) URL, got {redact_url(public_url)!r}")
+        return cls(
+            mongo=mongo,
+            rabbit=rabbit,
+            auth_address=env.str("AUTH_SVC_ADDRESS", "127.0.0.1:5000"),
+            jwks_url=env.str("JWKS_URL", ""),
+            jwt_issuer=env.str("JWT_ISSUER", "video2mp3-auth"),
+            jwt_audience=env.str("JWT_AUDIENCE", "video2mp3"),
+            video_queue=env.str("VIDEO_QUEUE", "video"),
+            max_content_length=env.size("MAX_CONTENT_LENGTH", DEFAULT_MAX_CONTENT_LENGTH),
+            public_url=public_url,
+            trusted_proxies=env.int("TRUSTED_PROXIES", 0, minimum=0, maximum=10),
+            environment=environment,
+            logging=LoggingConfig.from_env(env),
+        )

@@ -1,0 +1,254 @@
+"""The gateway's HTTP API: login, upload, download, jobs, health."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from typing import Any
+from urllib.parse import quote
+
+from flask import Blueprint, Response, jsonify, request, url_for
+from werkzeug.http import parse_options_header
+from werkzeug.wsgi import wrap_file
+
+from common.errors import TransientError
+from common.jobs import DONE, STATUSES, mp3_filename, new_job_id, public_view
+from common.logs import log_context
+from common.storage import CHUNK_SIZE, FileNotFound
+from common.web import ApiError
+from gateway.identity import current_user
+from gateway.services import services
+from gateway.uploads import receive_upload
+
+log = logging.getLogger(__name__)
+
+bp = Blueprint("gateway", __name__)
+
+MAX_PAGE_SIZE = 100
+
+
+def _not_found(what: str = "job") -> ApiError:
+    return ApiError(404, "not_found", f"No such {what}.")
+
+
+@bp.post("/login")
+def login() -> Response:
+    """Forward HTTP Basic credentials to the auth service and return its answer."""
+    answer = services().auth.login(
+        authorization=request.headers.get("Authorization"),
+        client_ip=request.remote_addr,
+        request_id=request.headers.get("X-Request-ID"),
+    )
+    return Response(answer.body, status=answer.status, headers=answer.headers)
+
+
+@bp.post("/upload")
+def upload() -> tuple[Response, int, dict[str, str]]:
+    """Store one uploaded video, record its job and queue it for conversion."""
+    owner = current_user().subject
+    svc = services()
+    limit = svc.config.max_content_length
+    if request.content_length is not None and request.content_length > limit:
+        raise ApiError(413, "too_large", f"The upload exceeds the {limit}-byte limit.")
+    mimetype, params = parse_options_header(request.headers.get("Content-Type", ""))
+    if mimetype != "multipart/form-data" or not params.get("boundary"):
+        raise ApiError(
+            400,
+            "invalid_upload",
+            "Send the video as multipart/form-data with one field named 'file'.",
+        )
+    job_id = new_job_id()
+    with log_context(job_id=job_id):
+        received = receive_upload(
+            request.stream,
+            params["boundary"].encode("latin-1"),
+            open_sink=lambda filename: svc.storage.videos.open_upload(
+                filename, {"owner": owner, "job_id": job_id}
+            ),
+            max_bytes=limit,
+        )
+        try:
+            job = svc.jobs.create(
+                job_id=job_id,
+                owner=owner,
+                video_fid=received.video_fid,
+                filename=received.filename,
+                size=received.size,
+                options={},
+            )
+            svc.publisher.publish(
+                svc.config.video_queue,
+                {
+                    "job_id": job_id,
+                    "video_fid": str(received.video_fid),
+                    "mp3_fid": None,
+                    "username": owner,
+                    "filename": received.filename,
+                    "options": job["options"],
+                },
+                message_id=job_id,
+            )
+        except TransientError:
+            _forget_upload(job_id, received.video_fid)
+            raise
+        log.info(
+            "accepted %s (%d bytes, %s) from %s",
+            received.filename,
+            received.size,
+            received.container,
+            owner,
+        )
+    status_url = url_for("gateway.get_job", job_id=job_id)
+    body = {
+        "message": "success",
+        "job_id": job_id,
+        "video_fid": str(received.video_fid),
+        "status_url": status_url,
+    }
+    return jsonify(body), 202, {"Location": status_url}
+
+
+def _forget_upload(job_id: str, video_fid: Any) -> None:
+    """Remove what an upload stored when it could not be queued; the client gets a 503."""
+    svc = services()
+    with contextlib.suppress(TransientError):
+        svc.jobs.delete(job_id)
+    with contextlib.suppress(TransientError):
+        svc.storage.videos.delete(video_fid)
+
+
+@bp.get("/download")
+def download() -> Response:
+    """Stream a finished MP3, found by its own id or by its video's id, with Range support."""
+    owner = current_user().subject
+    fid = request.args.get("fid", "")
+    if not fid:
+        raise ApiError(400, "missing_fid", "Give the file id as ?fid=<id>.")
+    svc = services()
+    try:
+        job = svc.jobs.find_by_file(fid, owner)
+    except FileNotFound:
+        job = None
+    if job is None:
+        raise _not_found("file")
+    if job["status"] != DONE:
+        raise ApiError(
+            409,
+            "not_ready",
+            f"The MP3 is not ready: the job is {job['status']}.",
+            extra={
+                "status": job["status"],
+                "progress": job.get("progress", 0),
+                "job_id": job["_id"],
+                "reason": job.get("error"),
+            },
+        )
+    try:
+        grid_out = svc.storage.mp3s.open(job["mp3_fid"])
+    except FileNotFound:
+        raise _not_found("file") from None
+    response = Response(
+        wrap_file(request.environ, grid_out, buffer_size=CHUNK_SIZE),
+        mimetype="audio/mpeg",
+        direct_passthrough=True,
+    )
+    response.headers["Content-Disposition"] = attachment(mp3_filename(job.get("filename")))
+    response.headers["Cache-Control"] = "private, max-age=0"
+    response.set_etag(str(job["mp3_fid"]))
+    response.last_modified = grid_out.upload_date
+    response.content_length = grid_out.length
+    return response.make_conditional(
+        request.environ, accept_ranges=True, complete_length=grid_out.length
+    )
+
+
+def attachment(filename: str) -> str:
+    """Return a Content-Disposition value that names ``filename`` safely for any client."""
+    fallback = filename.encode("ascii", "replace").decode("ascii").replace("?", "_")
+    fallback = fallback.replace("\\", "_").replace('"', "_")
+    value = f'attachment; filename="{fallback}"'
+    if fallback != filename:
+        value += f"; filename*=UTF-8''{quote(filename, safe='')}"
+    return value
+
+
+@bp.get("/jobs")
+def list_jobs() -> Response:
+    """List the caller's jobs, newest first, optionally by status, a page at a time."""
+    owner = current_user().subject
+    status = request.args.get("status") or None
+    if status is not None and status not in STATUSES:
+        raise ApiError(400, "invalid_status", f"status must be one of {', '.join(STATUSES)}.")
+    limit = _int_arg("limit", 20, 1, MAX_PAGE_SIZE)
+    offset = _int_arg("offset", 0, 0, 10**9)
+    jobs, total = services().jobs.list_owned(owner, status=status, limit=limit, offset=offset)
+    return jsonify(jobs=[_job_body(job) for job in jobs], total=total, limit=limit, offset=offset)
+
+
+def _int_arg(name: str, default: int, minimum: int, maximum: int) -> int:
+    raw = request.args.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ApiError(400, f"invalid_{name}", f"{name} must be a whole number.") from None
+    if not minimum <= value <= maximum:
+        raise ApiError(400, f"invalid_{name}", f"{name} must be between {minimum} and {maximum}.")
+    return value
+
+
+@bp.get("/jobs/<job_id>")
+def get_job(job_id: str) -> Response:
+    """Show one of the caller's jobs: status, progress, error, ids, timestamps."""
+    job = services().jobs.get_owned(job_id, current_user().subject)
+    if job is None:
+        raise _not_found()
+    return jsonify(_job_body(job))
+
+
+@bp.delete("/jobs/<job_id>")
+def delete_job(job_id: str) -> tuple[str, int]:
+    """Delete one of the caller's jobs with its video and MP3."""
+    svc = services()
+    job = svc.jobs.get_owned(job_id, current_user().subject)
+    if job is None:
+        raise _not_found()
+    svc.jobs.delete(job_id)
+    svc.storage.videos.delete(job["video_fid"])
+    if job.get("mp3_fid"):
+        svc.storage.mp3s.delete(job["mp3_fid"])
+    log.info("deleted job %s", job_id)
+    return "", 204
+
+
+def _job_body(job: dict[str, Any]) -> dict[str, Any]:
+    body = public_view(job)
+    body["status_url"] = url_for("gateway.get_job", job_id=job["_id"])
+    body["download_url"] = (
+        url_for("gateway.download", fid=body["mp3_fid"]) if job["status"] == DONE else None
+    )
+    return body
+
+
+@bp.get("/health")
+def health() -> Response:
+    """Say the process is alive; checks nothing else."""
+    return jsonify(status="ok")
+
+
+@bp.get("/ready")
+def ready() -> Response | tuple[Response, int]:
+    """Say whether MongoDB and RabbitMQ answer, so traffic can be routed here."""
+    svc = services()
+    checks = {}
+    for name, check in (("mongodb", svc.storage.ping), ("rabbitmq", svc.publisher.check)):
+        try:
+            check()
+            checks[name] = "ok"
+        except TransientError as exc:
+            log.warning("not ready: %s", exc)
+            checks[name] = "unavailable"
+    ready_now = all(value == "ok" for value in checks.values())
+    body = jsonify(status="ready" if ready_now else "unavailable", checks=checks)
+    return body if ready_now else (body, 503)

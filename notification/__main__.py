@@ -1,0 +1,52 @@
+"""Run the notification worker: ``python -m notification``."""
+
+from __future__ import annotations
+
+import functools
+import logging
+
+from common.jobs import JobStore
+from common.logs import configure_logging
+from common.messaging import Consumer
+from common.storage import Storage
+from common.worker import run_worker
+from notification.config import Config
+from notification.handler import handle
+from notification.mailer import Mailer
+
+log = logging.getLogger("notification")
+
+
+def main() -> None:
+    """Consume the mp3 queue until SIGTERM, emailing each job's owner once."""
+    config = Config.from_env()
+    configure_logging("notification", config.logging)
+    storage = Storage(config.mongo)
+    handler = functools.partial(
+        handle,
+        jobs=JobStore(storage.client, config.mongo),
+        mailer=Mailer(config.smtp),
+        mail_from=config.smtp.mail_from,
+        public_url=config.public_url,
+    )
+    consumer = Consumer(
+        config.rabbit,
+        config.mp3_queue,
+        handler,
+        name="notification",
+        max_attempts=config.max_attempts,
+        on_give_up=lambda message, error: log.error(
+            "could not email about job %s; the message is in %s.dead: %s",
+            (message or {}).get("job_id"),
+            config.mp3_queue,
+            error,
+        ),
+    )
+    try:
+        run_worker(consumer, health_host=config.health_host, health_port=config.health_port)
+    finally:
+        storage.close()
+
+
+if __name__ == "__main__":
+    main()

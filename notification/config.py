@@ -1,0 +1,86 @@
+"""The notification service's settings, read once from the environment at start-up."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from common.config import Env, LoggingConfig, RabbitConfig, require_secrets
+from common.errors import ConfigError
+from common.storage import MongoConfig
+
+SECURITY_MODES = ("none", "starttls", "ssl")
+
+
+@dataclass(frozen=True, slots=True)
+class SmtpConfig:
+    """How to reach the mail server."""
+
+    host: str = "127.0.0.1"
+    port: int = 1025
+    user: str | None = None
+    password: str | None = field(default=None, repr=False)
+    security: str = "none"
+    mail_from: str = "video2mp3@localhost"
+    timeout: float = 15.0
+
+    @classmethod
+    def from_env(cls, env: Env) -> SmtpConfig:
+        """Read SMTP_HOST/PORT/USER/PASSWORD/SECURITY/TIMEOUT and MAIL_FROM."""
+        security = env.choice("SMTP_SECURITY", "none", SECURITY_MODES)
+        config = cls(
+            host=env.str("SMTP_HOST", "127.0.0.1"),
+            port=env.int("SMTP_PORT", 465 if security == "ssl" else 1025, minimum=1, maximum=65535),
+            user=env.optional("SMTP_USER"),
+            password=env.optional("SMTP_PASSWORD"),
+            security=security,
+            mail_from=env.str("MAIL_FROM", "video2mp3@localhost"),
+            timeout=env.float("SMTP_TIMEOUT", 15.0, minimum=1.0),
+        )
+        if config.user and not config.password:
+            raise ConfigError("SMTP_USER is set but SMTP_PASSWORD is not")
+        return config
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """Everything the notification service needs to run; tests build one directly."""
+
+    mongo: MongoConfig
+    rabbit: RabbitConfig
+    smtp: SmtpConfig = field(default_factory=SmtpConfig)
+    mp3_queue: str = "mp3"
+    public_url: str = "http://127.0.0.1:8000"
+    health_host: str = "0.0.0.0"  # noqa: S104 - probes reach the pod from outside
+    health_port: int = 9102
+    max_attempts: int = 8
+    environment: str = "development"
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Config:
+        """Read the configuration from the environment and validate it.
+
+        Raises:
+            ConfigError: a value is malformed, or production runs with placeholder secrets.
+        """
+        env = Env(environ)
+        environment = env.environment()
+        rabbit = RabbitConfig.from_env(env)
+        smtp = SmtpConfig.from_env(env)
+        secrets = {"RABBITMQ_URL password": rabbit.password}
+        if smtp.user:
+            secrets["SMTP_PASSWORD"] = smtp.password
+        require_secrets(environment, secrets)
+        return cls(
+            mongo=MongoConfig.from_env(env),
+            rabbit=rabbit,
+            smtp=smtp,
+            mp3_queue=env.str("MP3_QUEUE", "mp3"),
+            public_url=env.str("PUBLIC_URL", "http://127.0.0.1:8000").rstrip("/"),
+            health_host=env.str("HEALTH_HOST", "0.0.0.0"),  # noqa: S104
+            health_port=env.int("NOTIFICATION_PORT", 9102, minimum=0, maximum=65535),
+            max_attempts=env.int("NOTIFY_MAX_ATTEMPTS", 8, minimum=1, maximum=100),
+            environment=environment,
+            logging=LoggingConfig.from_env(env),
+        )

@@ -1,0 +1,83 @@
+"""The emails users receive: what a finished or failed job tells them (pure functions)."""
+
+from __future__ import annotations
+
+import html
+import re
+from email.message import EmailMessage
+from email.utils import make_msgid
+from urllib.parse import urlencode
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
+MAX_SUBJECT_NAME = 80
+
+
+def _one_line(text: str, limit: int | None = None) -> str:
+    text = _CONTROL.sub(" ", text).strip()
+    if limit is not None and len(text) > limit:
+        text = text[: limit - 1] + "…"
+    return text
+
+
+def compose(job_message: dict, *, mail_from: str, public_url: str) -> EmailMessage:
+    """Build the text + HTML email that tells the job's owner how the job ended."""
+    filename = _one_line(str(job_message.get("filename") or "your video"))
+    if job_message.get("status") == "done":
+        subject, text, body_html = _done(job_message, filename, public_url)
+    else:
+        subject, text, body_html = _failed(job_message, filename)
+    message = EmailMessage()
+    message["From"] = mail_from
+    message["To"] = job_message["username"]
+    message["Subject"] = subject
+    domain = mail_from.rpartition("@")[2] or "localhost"
+    # One Message-ID per job lets mail clients and tests spot a duplicate.
+    message["Message-ID"] = make_msgid(idstring=str(job_message["job_id"]), domain=domain)
+    message["X-Video2mp3-Job"] = str(job_message["job_id"])
+    message.set_content(text)
+    message.add_alternative(body_html, subtype="html")
+    return message
+
+
+def _done(job_message: dict, filename: str, public_url: str) -> tuple[str, str, str]:
+    mp3_fid = str(job_message["mp3_fid"])
+    link = f"{public_url}/download?{urlencode({'fid': mp3_fid})}"
+    subject = f"Your MP3 is ready: {_one_line(filename, MAX_SUBJECT_NAME)}"
+    text = (
+        f"Hello,\n\n"
+        f'"{filename}" has been converted to MP3.\n\n'
+        f"fid: {mp3_fid}\n"
+        f"Download: {link}\n\n"
+        f"The download link needs your login token, for example:\n"
+        f'  curl "{link}" -H "Authorization: Bearer $JWT" -O -J\n\n'
+        f"-- video2mp3\n"
+    )
+    body_html = (
+        f"<p>Hello,</p>"
+        f"<p><strong>{html.escape(filename)}</strong> has been converted to MP3.</p>"
+        f"<p>fid: <code>{html.escape(mp3_fid)}</code><br>"
+        f'<a href="{html.escape(link)}">Download the MP3</a> (log in first)</p>'
+        f"<p>-- video2mp3</p>"
+    )
+    return subject, text, body_html
+
+
+def _failed(job_message: dict, filename: str) -> tuple[str, str, str]:
+    reason = _one_line(str(job_message.get("error") or "the conversion failed"))
+    job_id = str(job_message["job_id"])
+    subject = f"We could not convert {_one_line(filename, MAX_SUBJECT_NAME)}"
+    text = (
+        f"Hello,\n\n"
+        f'We could not convert "{filename}" to MP3.\n\n'
+        f"Reason: {reason}\n"
+        f"Job: {job_id}\n\n"
+        f"You can upload the file again once the problem is fixed.\n\n"
+        f"-- video2mp3\n"
+    )
+    body_html = (
+        f"<p>Hello,</p>"
+        f"<p>We could not convert <strong>{html.escape(filename)}</strong> to MP3.</p>"
+        f"<p>Reason: {html.escape(reason)}<br>Job: <code>{html.escape(job_id)}</code></p>"
+        f"<p>-- video2mp3</p>"
+    )
+    return subject, text, body_html
