@@ -1,0 +1,205 @@
+"""The whole system as separate processes, talked to over HTTP the way a user does.
+
+One stack per session (starting four services costs seconds); every test
+works as its own freshly created user, so tests cannot see each other's
+jobs, files or mail.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import pymongo
+import pytest
+import requests
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from common.messaging import purge_queues
+from devstack import servers
+from devstack.stack import Stack, StackError
+from tests.support.tcp_proxy import TcpProxy
+
+MAX_UPLOAD_BYTES = 20 * 1024 * 1024
+ADMIN = ("admin@e2e.test", "admin-password-123")
+
+
+@dataclass
+class System:
+    """Where the running system is, plus handles the tests use to inspect or break it."""
+
+    stack: Stack
+    gateway: str
+    auth: str
+    env: dict[str, str]
+    mongo: pymongo.MongoClient
+    broker_proxy: TcpProxy
+    admin_token: str
+
+    @property
+    def videos(self) -> pymongo.database.Database:
+        return self.mongo[self.env["MONGO_VIDEOS_DB"]]
+
+    @property
+    def mp3s(self) -> pymongo.database.Database:
+        return self.mongo[self.env["MONGO_MP3S_DB"]]
+
+
+def login(base_url: str, email: str, password: str) -> str:
+    """Log in with HTTP Basic and return the bearer token."""
+    response = requests.post(f"{base_url}/login", auth=(email, password), timeout=30)
+    assert response.status_code == 200, response.text
+    return response.json()["token"]
+
+
+@pytest.fixture(scope="session")
+def system(
+    tmp_path_factory, mysql_server, rabbitmq_config, mongo_uri, mail_sink
+) -> Iterator[System]:
+    """Start auth, gateway, converter and notification against the test servers."""
+    run_dir = tmp_path_factory.mktemp("stack")
+    key_path = run_dir / "jwt.pem"
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    key_path.chmod(0o600)
+    suffix = uuid.uuid4().hex[:10]
+    database = f"v2m_e2e_{suffix}"
+    ports = {
+        name: servers.free_port()
+        for name in ("AUTH_PORT", "GATEWAY_PORT", "CONVERTER_PORT", "NOTIFICATION_PORT")
+    }
+    broker_host, broker_port = rabbitmq_config.url.split("@", 1)[1].split("/", 1)[0].split(":")
+    broker_proxy = TcpProxy(broker_host, int(broker_port))
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "HOME": os.environ.get("HOME", str(run_dir)),
+        "APP_ENV": "test",
+        "LOG_FORMAT": "text",
+        "MYSQL_HOST": mysql_server.host,
+        "MYSQL_PORT": str(mysql_server.port),
+        "MYSQL_USER": mysql_server.user,
+        "MYSQL_PASSWORD": mysql_server.password,
+        "MYSQL_DB": database,
+        "JWT_PRIVATE_KEY_FILE": str(key_path),
+        "ARGON2_TIME_COST": "1",
+        "ARGON2_MEMORY_KIB": "8192",
+        "LOGIN_RATE_LIMIT_CLIENT": "1000/minute",
+        "LOGIN_RATE_LIMIT_ACCOUNT": "1000/minute",
+        "MONGO_URI": mongo_uri,
+        "MONGO_VIDEOS_DB": f"videos_{suffix}",
+        "MONGO_MP3S_DB": f"mp3s_{suffix}",
+        "RABBITMQ_URL": rabbitmq_config.url,
+        "VIDEO_QUEUE": f"e2e-{suffix}.video",
+        "MP3_QUEUE": f"e2e-{suffix}.mp3",
+        "AUTH_SVC_ADDRESS": f"127.0.0.1:{ports['AUTH_PORT']}",
+        "PUBLIC_URL": f"http://127.0.0.1:{ports['GATEWAY_PORT']}",
+        "MAX_CONTENT_LENGTH": str(MAX_UPLOAD_BYTES),
+        "SMTP_HOST": mail_sink.host,
+        "SMTP_PORT": str(mail_sink.port),
+        "BIND_HOST": "127.0.0.1",
+        "HEALTH_HOST": "127.0.0.1",
+        "WEB_CONCURRENCY": "2",
+        **{name: str(port) for name, port in ports.items()},
+    }
+    overrides = {
+        "auth": {"TRUSTED_PROXIES": "1"},
+        # The gateway reaches the broker through a proxy the tests can cut.
+        "gateway": {"RABBITMQ_URL": f"amqp://guest:guest@127.0.0.1:{broker_proxy.port}/%2F"},
+    }
+    stack = Stack(env, run_dir / "logs", overrides=overrides)
+    admin = mysql_server.connect()
+    admin.cursor().execute(f"CREATE DATABASE `{database}`")
+    mongo = pymongo.MongoClient(mongo_uri)
+    try:
+        _auth_cli(env, "init-db")
+        _auth_cli(env, "create-user", ADMIN[0], "--password", ADMIN[1], "--admin")
+        stack.start()
+        gateway = f"http://127.0.0.1:{ports['GATEWAY_PORT']}"
+        yield System(
+            stack=stack,
+            gateway=gateway,
+            auth=f"http://127.0.0.1:{ports['AUTH_PORT']}",
+            env=env,
+            mongo=mongo,
+            broker_proxy=broker_proxy,
+            admin_token=login(gateway, *ADMIN),
+        )
+    except StackError as exc:
+        pytest.fail(f"{exc}\n{_logs(stack)}", pytrace=False)
+    finally:
+        stack.stop()
+        broker_proxy.close()
+        purge_queues(rabbitmq_config, [env["VIDEO_QUEUE"], env["MP3_QUEUE"]])
+        for name in (env["MONGO_VIDEOS_DB"], env["MONGO_MP3S_DB"]):
+            mongo.drop_database(name)
+        mongo.close()
+        admin.cursor().execute(f"DROP DATABASE IF EXISTS `{database}`")
+        admin.close()
+
+
+def _auth_cli(env: dict[str, str], *args: str) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "auth_service", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def _logs(stack: Stack) -> str:
+    return "\n".join(
+        f"--- {name} ---\n{stack.log_path(name).read_text(errors='replace')[-4000:]}"
+        for name in stack.specs
+        if stack.log_path(name).exists()
+    )
+
+
+@dataclass
+class User:
+    """A user of the running system, logged in."""
+
+    email: str
+    password: str
+    token: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+
+@pytest.fixture
+def make_user(system) -> Callable[[], User]:
+    """Create users through auth's admin API and log them in through the gateway."""
+
+    def make() -> User:
+        email = f"user-{uuid.uuid4().hex[:10]}@e2e.test"
+        password = f"pw-{uuid.uuid4().hex}"
+        response = requests.post(
+            f"{system.auth}/users",
+            json={"email": email, "password": password},
+            headers={"Authorization": f"Bearer {system.admin_token}"},
+            timeout=30,
+        )
+        assert response.status_code == 201, response.text
+        return User(email, password, login(system.gateway, email, password))
+
+    return make
+
+
+@pytest.fixture
+def user(make_user) -> User:
+    return make_user()

@@ -1,0 +1,215 @@
+"""The notification handler against real MongoDB and a real SMTP sink."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from aiosmtpd.controller import Controller
+from bson import ObjectId
+
+from common.errors import PermanentError, TransientError
+from common.jobs import JobStore, new_job_id
+from common.messaging import Delivery
+from devstack import servers
+from notification.config import SmtpConfig
+from notification.emails import compose
+from notification.handler import handle
+from notification.mailer import Mailer
+
+PUBLIC_URL = "http://video2mp3.test"
+
+
+@pytest.fixture
+def jobs(storage):
+    return JobStore(storage.client, storage.config)
+
+
+@pytest.fixture
+def mailer(mailbox):
+    return Mailer(SmtpConfig(host=mailbox.host, port=mailbox.port, timeout=5))
+
+
+def delivery(attempt: int = 1) -> Delivery:
+    return Delivery("mp3", attempt=attempt, max_attempts=5, message_id=None)
+
+
+def finished_job(jobs, *, status="done", owner="ann@example.com"):
+    job = jobs.create(
+        job_id=new_job_id(),
+        owner=owner,
+        video_fid=ObjectId(),
+        filename="Holiday clip.mp4",
+        size=10,
+        options={},
+    )
+    jobs.start(job["_id"], attempt=1)
+    mp3_fid = ObjectId()
+    if status == "done":
+        jobs.finish(job["_id"], mp3_fid=mp3_fid)
+    else:
+        jobs.fail(job["_id"], error="the video has no audio track")
+    return {
+        "job_id": job["_id"],
+        "video_fid": str(job["video_fid"]),
+        "mp3_fid": str(mp3_fid) if status == "done" else None,
+        "username": owner,
+        "filename": "Holiday clip.mp4",
+        "options": {},
+        "status": status,
+        "error": None if status == "done" else "the video has no audio track",
+    }
+
+
+def run(message, jobs, mailer, attempt=1):
+    handle(
+        message,
+        delivery(attempt),
+        jobs=jobs,
+        mailer=mailer,
+        mail_from="video2mp3@localhost",
+        public_url=PUBLIC_URL,
+    )
+
+
+def test_a_done_job_sends_one_email_with_the_fid_and_link(jobs, mailer, mailbox):
+    message = finished_job(jobs)
+    run(message, jobs, mailer)
+
+    [email] = mailbox.wait_for(1, to="ann@example.com", timeout=5)
+    assert email["Subject"] == "Your MP3 is ready: Holiday clip.mp4"
+    text = email.get_body(("plain",)).get_content()
+    html = email.get_body(("html",)).get_content()
+    assert f"fid: {message['mp3_fid']}" in text
+    assert f"{PUBLIC_URL}/download?fid={message['mp3_fid']}" in text
+    assert message["mp3_fid"] in html
+    assert jobs.get(message["job_id"])["notified_at"] is not None
+
+
+def test_a_failed_job_sends_the_reason(jobs, mailer, mailbox):
+    message = finished_job(jobs, status="failed")
+    run(message, jobs, mailer)
+    [email] = mailbox.wait_for(1, timeout=5)
+    assert email["Subject"] == "We could not convert Holiday clip.mp4"
+    assert "Reason: the video has no audio track" in email.get_body(("plain",)).get_content()
+
+
+def test_a_redelivered_message_sends_no_second_email(jobs, mailer, mailbox):
+    message = finished_job(jobs)
+    run(message, jobs, mailer)
+    run(message, jobs, mailer, attempt=2)
+    mailbox.wait_for(1, timeout=5)
+    assert len(mailbox.messages()) == 1
+
+
+def test_a_deleted_job_sends_nothing(jobs, mailer, mailbox):
+    message = finished_job(jobs)
+    jobs.delete(message["job_id"])
+    run(message, jobs, mailer)
+    assert mailbox.messages() == []
+
+
+def test_smtp_down_is_transient_and_frees_the_claim(jobs, mailbox):
+    message = finished_job(jobs)
+    down = Mailer(SmtpConfig(host="127.0.0.1", port=servers.free_port(), timeout=2))
+    with pytest.raises(TransientError, match="SMTP server unavailable"):
+        run(message, jobs, down)
+    assert jobs.get(message["job_id"])["notified_at"] is None
+    # the retry (SMTP back) may claim at once and sends exactly one email
+    run(message, jobs, Mailer(SmtpConfig(host=mailbox.host, port=mailbox.port)), attempt=2)
+    assert len(mailbox.wait_for(1, timeout=5)) == 1
+
+
+def test_an_email_claimed_by_a_live_worker_is_retried_later(jobs, mailer, mailbox):
+    message = finished_job(jobs)
+    jobs.claim_notification(message["job_id"], lease=timedelta(minutes=5))
+    with pytest.raises(TransientError, match="another worker"):
+        run(message, jobs, mailer)
+    assert mailbox.messages() == []
+
+
+@pytest.mark.parametrize(
+    ("message", "reason"),
+    [
+        ({}, "job_id"),
+        ({"job_id": "j", "username": "a@b.c"}, "status"),
+        ({"job_id": "j", "username": "a@b.c", "status": "weird"}, "unknown status"),
+        ({"job_id": "j", "username": "a@b.c", "status": "done"}, "mp3_fid"),
+        ({"job_id": 5, "username": "a@b.c", "status": "done"}, "job_id"),
+    ],
+)
+def test_malformed_messages_are_permanent(jobs, mailer, message, reason):
+    with pytest.raises(PermanentError, match=reason):
+        run(message, jobs, mailer)
+
+
+class RejectingSink:
+    """An SMTP server that refuses one recipient for good and asks others to wait."""
+
+    def __init__(self) -> None:
+        class Handler:
+            async def handle_RCPT(self, server, session, envelope, address, options):
+                if address.startswith("nobody@"):
+                    return "550 5.1.1 No such user"
+                if address.startswith("later@"):
+                    return "451 4.3.0 Try again later"
+                envelope.rcpt_tos.append(address)
+                return "250 OK"
+
+            async def handle_DATA(self, server, session, envelope):
+                return "250 OK"
+
+        self.port = servers.free_port()
+        self.controller = Controller(Handler(), hostname="127.0.0.1", port=self.port)
+
+
+@pytest.fixture
+def rejecting_smtp():
+    sink = RejectingSink()
+    sink.controller.start()
+    yield Mailer(SmtpConfig(host="127.0.0.1", port=sink.port, timeout=5))
+    sink.controller.stop()
+
+
+def test_a_permanently_refused_address_is_recorded_and_not_retried(jobs, rejecting_smtp):
+    message = finished_job(jobs, owner="nobody@example.com")
+    run(message, jobs, rejecting_smtp)  # no exception: the message is acked
+    assert jobs.get(message["job_id"])["notified_at"] is not None
+
+
+def test_a_temporary_refusal_is_transient(jobs, rejecting_smtp):
+    message = finished_job(jobs, owner="later@example.com")
+    with pytest.raises(TransientError):
+        run(message, jobs, rejecting_smtp)
+    assert jobs.get(message["job_id"])["notified_at"] is None
+
+
+def test_compose_keeps_headers_on_one_line():
+    email = compose(
+        {
+            "job_id": "j1",
+            "username": "a@example.com",
+            "status": "done",
+            "mp3_fid": "abc",
+            "filename": "evil\r\nBcc: victim@example.com.mp4",
+        },
+        mail_from="video2mp3@localhost",
+        public_url=PUBLIC_URL,
+    )
+    assert "\n" not in email["Subject"]
+    assert email["Bcc"] is None
+    assert email["Message-ID"].startswith("<")
+    assert "j1" in email["Message-ID"]
+
+
+def test_starttls_against_a_plain_server_is_transient(mailbox):
+    mailer = Mailer(SmtpConfig(host=mailbox.host, port=mailbox.port, security="starttls"))
+    email = compose(
+        {"job_id": "j", "username": "a@example.com", "status": "failed"},
+        mail_from="video2mp3@localhost",
+        public_url=PUBLIC_URL,
+    )
+    # the sink offers no STARTTLS, so no mail may go out in the clear
+    with pytest.raises(TransientError, match="STARTTLS"):
+        mailer.send(email)
+    assert mailbox.messages() == []
