@@ -128,8 +128,9 @@ def test_mp3_audio_is_stream_copied(system, user, mail_sink, tmp_path):
             ),
             "truncated",
         ),
-        (lambda d: _write(d / "fake.mp4", FTYP + os.urandom(50_000)), "not"),
+        (lambda d: _write(d / "fake.mp4", FTYP + os.urandom(50_000)), "corrupt"),
     ],
+    ids=["no-audio", "truncated-mp4", "garbage-after-mp4-header"],
 )
 def test_bad_videos_fail_with_a_reason_and_an_email(
     system, user, mail_sink, tmp_path, make, reason
