@@ -2,7 +2,7 @@
 #
 #   make test   set up the venv and tools, start what is missing, run the whole suite
 #   make lint   ruff lint + format check
-#   make run    run the whole system locally (arrives with the pipeline issue)
+#   make run    run the whole system on this machine
 #   make user EMAIL=... PASSWORD=... [ADMIN=1]   create or update a user
 
 SHELL := /bin/bash
@@ -50,9 +50,14 @@ format: venv ## apply ruff's formatting and safe fixes
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
-run: ## run the whole system locally
-	@echo "make run arrives with the pipeline issue (gateway, converter, notification)." >&2
-	@exit 1
+run: venv tools ## run the whole system on this machine (Ctrl-C stops it)
+	$(PY) -m devstack.run up
+
+# EMAIL and PASSWORD given on make's command line reach the recipe through its
+# environment, so quotes in a password need no escaping here.
+user: venv ## create or update a user: make user EMAIL=... PASSWORD=... [ADMIN=1]
+	@test -n "$$EMAIL" -a -n "$$PASSWORD" || { echo "usage: make user EMAIL=you@example.com PASSWORD=... [ADMIN=1]" >&2; exit 2; }
+	@$(PY) -m devstack.run user "$$EMAIL" $(if $(ADMIN),--admin)
 
 clean: ## remove the virtualenvs, tools and run data
 	rm -rf $(VENV) .tools $(RUN_DIR) .pytest_cache .ruff_cache *.egg-info

@@ -13,8 +13,9 @@ from typing import Any
 from common.config import Env
 
 
-def gunicorn_settings(port_variable: str, default_port: int,
-                      environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+def gunicorn_settings(
+    port_variable: str, default_port: int, environ: Mapping[str, str] | None = None
+) -> dict[str, Any]:
     """Return gunicorn's settings for a service listening on ``$port_variable``."""
     env = Env(environ)
     host = env.str("BIND_HOST", "0.0.0.0")  # noqa: S104 - containers are reached from outside

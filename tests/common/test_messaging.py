@@ -403,3 +403,17 @@ def test_sigterm_stops_the_consumer_cleanly(rabbitmq_config, publisher, queue):
             signal.signal(signum, handler_before)
     assert handled == [{"job_id": "term"}]
     assert queue_depth(rabbitmq_config, queue) == 0
+
+
+def test_check_reports_whether_the_broker_answers(proxied_config):
+    config, proxy = proxied_config
+    publisher = Publisher(config, name="test-publisher")
+    try:
+        publisher.check()
+        proxy.refuse()
+        with pytest.raises(TransientError, match="RabbitMQ unavailable"):
+            publisher.check()
+        proxy.accept()
+        publisher.check()
+    finally:
+        publisher.close()

@@ -299,7 +299,9 @@ def test_jobs_are_listed_newest_first_filtered_paged_and_deleted(system, user, m
     assert system.mp3s["fs.files"].count_documents({"_id": ObjectId(job["mp3_fid"])}) == 0
 
 
-def test_uploads_while_the_broker_is_unreachable_get_503_and_leave_nothing(system, user, tmp_path):
+def test_uploads_while_the_broker_is_unreachable_get_503_and_leave_nothing(
+    system, user, mail_sink, tmp_path
+):
     source = make_video(tmp_path / "outage.mp4", seconds=1)
     system.broker_proxy.refuse()
     try:
@@ -312,6 +314,7 @@ def test_uploads_while_the_broker_is_unreachable_get_503_and_leave_nothing(syste
     assert system.videos["fs.files"].count_documents({"metadata.owner": user.email}) == 0
     # and the gateway reconnects by itself
     assert upload(system, user, source).status_code == 202
+    wait_for_mail(mail_sink, user)
 
 
 FTYP = b"\x00\x00\x00\x18ftypmp42\x00\x00\x00\x00mp42isom"

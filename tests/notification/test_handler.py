@@ -34,7 +34,8 @@ def delivery(attempt: int = 1) -> Delivery:
     return Delivery("mp3", attempt=attempt, max_attempts=5, message_id=None)
 
 
-def finished_job(jobs, *, status="done", owner="ann@example.com"):
+def finished_job(jobs, *, status="done", owner=None):
+    owner = owner or f"ann-{new_job_id()[:8]}@example.com"
     job = jobs.create(
         job_id=new_job_id(),
         owner=owner,
@@ -76,7 +77,7 @@ def test_a_done_job_sends_one_email_with_the_fid_and_link(jobs, mailer, mailbox)
     message = finished_job(jobs)
     run(message, jobs, mailer)
 
-    [email] = mailbox.wait_for(1, to="ann@example.com", timeout=5)
+    [email] = mailbox.wait_for(1, to=message["username"], timeout=5)
     assert email["Subject"] == "Your MP3 is ready: Holiday clip.mp4"
     text = email.get_body(("plain",)).get_content()
     html = email.get_body(("html",)).get_content()
@@ -89,7 +90,7 @@ def test_a_done_job_sends_one_email_with_the_fid_and_link(jobs, mailer, mailbox)
 def test_a_failed_job_sends_the_reason(jobs, mailer, mailbox):
     message = finished_job(jobs, status="failed")
     run(message, jobs, mailer)
-    [email] = mailbox.wait_for(1, timeout=5)
+    [email] = mailbox.wait_for(1, to=message["username"], timeout=5)
     assert email["Subject"] == "We could not convert Holiday clip.mp4"
     assert "Reason: the video has no audio track" in email.get_body(("plain",)).get_content()
 
@@ -98,15 +99,15 @@ def test_a_redelivered_message_sends_no_second_email(jobs, mailer, mailbox):
     message = finished_job(jobs)
     run(message, jobs, mailer)
     run(message, jobs, mailer, attempt=2)
-    mailbox.wait_for(1, timeout=5)
-    assert len(mailbox.messages()) == 1
+    mailbox.wait_for(1, to=message["username"], timeout=5)
+    assert len(mailbox.messages(to=message["username"])) == 1
 
 
 def test_a_deleted_job_sends_nothing(jobs, mailer, mailbox):
     message = finished_job(jobs)
     jobs.delete(message["job_id"])
     run(message, jobs, mailer)
-    assert mailbox.messages() == []
+    assert mailbox.messages(to=message["username"]) == []
 
 
 def test_smtp_down_is_transient_and_frees_the_claim(jobs, mailbox):
@@ -117,7 +118,7 @@ def test_smtp_down_is_transient_and_frees_the_claim(jobs, mailbox):
     assert jobs.get(message["job_id"])["notified_at"] is None
     # the retry (SMTP back) may claim at once and sends exactly one email
     run(message, jobs, Mailer(SmtpConfig(host=mailbox.host, port=mailbox.port)), attempt=2)
-    assert len(mailbox.wait_for(1, timeout=5)) == 1
+    assert len(mailbox.wait_for(1, to=message["username"], timeout=5)) == 1
 
 
 def test_an_email_claimed_by_a_live_worker_is_retried_later(jobs, mailer, mailbox):
@@ -125,7 +126,7 @@ def test_an_email_claimed_by_a_live_worker_is_retried_later(jobs, mailer, mailbo
     jobs.claim_notification(message["job_id"], lease=timedelta(minutes=5))
     with pytest.raises(TransientError, match="another worker"):
         run(message, jobs, mailer)
-    assert mailbox.messages() == []
+    assert mailbox.messages(to=message["username"]) == []
 
 
 @pytest.mark.parametrize(
@@ -212,4 +213,4 @@ def test_starttls_against_a_plain_server_is_transient(mailbox):
     # the sink offers no STARTTLS, so no mail may go out in the clear
     with pytest.raises(TransientError, match="STARTTLS"):
         mailer.send(email)
-    assert mailbox.messages() == []
+    assert mailbox.messages(to="a@example.com") == []

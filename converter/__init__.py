@@ -1,0 +1,1 @@
+"""Converter service: consumes video jobs and makes MP3s."""
