@@ -201,3 +201,51 @@ class RabbitConfig:
     def password(self) -> str | None:
         """Return the broker password in the URL, for the production secret check."""
         return urlsplit(self.url).password
+
+
+@dataclass(frozen=True, slots=True)
+class MongoConfig:
+    """Where MongoDB is and which databases hold what."""
+
+    uri: str = "mongodb://127.0.0.1:27017/"
+    videos_db: str = "videos"
+    mp3s_db: str = "mp3s"
+    timeout_ms: int = 5000
+
+    @classmethod
+    def from_env(cls, env: Env) -> MongoConfig:
+        """Read MONGO_URI, MONGO_VIDEOS_DB, MONGO_MP3S_DB and MONGO_TIMEOUT_MS."""
+        return cls(
+            uri=env.str("MONGO_URI", "mongodb://127.0.0.1:27017/"),
+            videos_db=env.str("MONGO_VIDEOS_DB", "videos"),
+            mp3s_db=env.str("MONGO_MP3S_DB", "mp3s"),
+            timeout_ms=env.int("MONGO_TIMEOUT_MS", 5000, minimum=100),
+        )
+
+
+def pipeline_settings(
+    env: Env, *, secrets: Mapping[str, str | None] | None = None
+) -> dict[str, object]:
+    """Read what the gateway and both workers share: environment, logging, broker, store.
+
+    Raises:
+        ConfigError: a value is malformed, or production runs with placeholder secrets.
+    """
+    environment = env.environment()
+    rabbit = RabbitConfig.from_env(env)
+    require_secrets(environment, {"RABBITMQ_URL password": rabbit.password, **(secrets or {})})
+    return {
+        "environment": environment,
+        "logging": LoggingConfig.from_env(env),
+        "rabbit": rabbit,
+        "mongo": MongoConfig.from_env(env),
+    }
+
+
+def worker_settings(env: Env, *, port_variable: str, default_port: int) -> dict[str, object]:
+    """Read where a worker answers its health probes."""
+    return {
+        # Probes reach a pod from outside it; make run narrows this to loopback.
+        "health_host": env.str("HEALTH_HOST", "0.0.0.0"),  # noqa: S104
+        "health_port": env.int(port_variable, default_port, minimum=0, maximum=65535),
+    }

@@ -17,7 +17,8 @@ from typing import Any
 import pymongo
 from bson import ObjectId
 
-from common.storage import MongoConfig, parse_object_id, translate_errors
+from common.config import MongoConfig
+from common.storage import parse_object_id, translate_errors
 
 QUEUED, PROCESSING, DONE, FAILED = "queued", "processing", "done", "failed"
 STATUSES = (QUEUED, PROCESSING, DONE, FAILED)

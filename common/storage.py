@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 import gridfs
@@ -20,7 +19,7 @@ import pymongo.errors
 from bson import ObjectId
 from bson.errors import InvalidId
 
-from common.config import Env
+from common.config import MongoConfig
 from common.errors import PermanentError, TransientError
 
 log = logging.getLogger(__name__)
@@ -30,26 +29,6 @@ CHUNK_SIZE = 1024 * 1024  # GridFS chunk and streaming read size
 
 class FileNotFound(PermanentError):
     """No stored file has that id."""
-
-
-@dataclass(frozen=True, slots=True)
-class MongoConfig:
-    """Where MongoDB is and which databases hold what."""
-
-    uri: str = "mongodb://127.0.0.1:27017/"
-    videos_db: str = "videos"
-    mp3s_db: str = "mp3s"
-    timeout_ms: int = 5000
-
-    @classmethod
-    def from_env(cls, env: Env) -> MongoConfig:
-        """Read MONGO_URI, MONGO_VIDEOS_DB, MONGO_MP3S_DB and MONGO_TIMEOUT_MS."""
-        return cls(
-            uri=env.str("MONGO_URI", "mongodb://127.0.0.1:27017/"),
-            videos_db=env.str("MONGO_VIDEOS_DB", "videos"),
-            mp3s_db=env.str("MONGO_MP3S_DB", "mp3s"),
-            timeout_ms=env.int("MONGO_TIMEOUT_MS", 5000, minimum=100),
-        )
 
 
 def parse_object_id(value: object) -> ObjectId:

@@ -6,8 +6,14 @@ import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from common.config import Env, LoggingConfig, RabbitConfig, require_secrets
-from common.storage import MongoConfig
+from common.config import (
+    Env,
+    LoggingConfig,
+    MongoConfig,
+    RabbitConfig,
+    pipeline_settings,
+    worker_settings,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,7 +25,7 @@ class Config:
     video_queue: str = "video"
     mp3_queue: str = "mp3"
     workdir: str = field(default_factory=tempfile.gettempdir)
-    health_host: str = "0.0.0.0"  # noqa: S104 - probes reach the pod from outside
+    health_host: str = "127.0.0.1"
     health_port: int = 9101
     max_attempts: int = 5
     startup_timeout: float = 60.0
@@ -34,19 +40,12 @@ class Config:
             ConfigError: a value is malformed, or production runs with placeholder secrets.
         """
         env = Env(environ)
-        environment = env.environment()
-        rabbit = RabbitConfig.from_env(env)
-        require_secrets(environment, {"RABBITMQ_URL password": rabbit.password})
         return cls(
-            mongo=MongoConfig.from_env(env),
-            rabbit=rabbit,
+            **pipeline_settings(env),
+            **worker_settings(env, port_variable="CONVERTER_PORT", default_port=9101),
             video_queue=env.str("VIDEO_QUEUE", "video"),
             mp3_queue=env.str("MP3_QUEUE", "mp3"),
             workdir=env.str("CONVERTER_WORKDIR", tempfile.gettempdir()),
-            health_host=env.str("HEALTH_HOST", "0.0.0.0"),  # noqa: S104
-            health_port=env.int("CONVERTER_PORT", 9101, minimum=0, maximum=65535),
             max_attempts=env.int("CONVERT_MAX_ATTEMPTS", 5, minimum=1, maximum=100),
             startup_timeout=env.float("STARTUP_TIMEOUT", 60.0, minimum=0.0),
-            environment=environment,
-            logging=LoggingConfig.from_env(env),
         )

@@ -8,12 +8,12 @@ from dataclasses import dataclass, field
 from common.config import (
     Env,
     LoggingConfig,
+    MongoConfig,
     RabbitConfig,
+    pipeline_settings,
     redact_url,
-    require_secrets,
 )
 from common.errors import ConfigError
-from common.storage import MongoConfig
 
 DEFAULT_MAX_CONTENT_LENGTH = 2 * 1024**3
 
@@ -53,16 +53,11 @@ class Config:
             ConfigError: a value is malformed, or production runs with placeholder secrets.
         """
         env = Env(environ)
-        environment = env.environment()
-        rabbit = RabbitConfig.from_env(env)
-        mongo = MongoConfig.from_env(env)
-        require_secrets(environment, {"RABBITMQ_URL password": rabbit.password})
         public_url = env.str("PUBLIC_URL", "http://127.0.0.1:8000").rstrip("/")
         if not public_url.startswith(("http://", "https://")):
             raise ConfigError(f"PUBLIC_URL must be an http(s) URL, got {redact_url(public_url)!r}")
         return cls(
-            mongo=mongo,
-            rabbit=rabbit,
+            **pipeline_settings(env),
             auth_address=env.str("AUTH_SVC_ADDRESS", "127.0.0.1:5000"),
             jwks_url=env.str("JWKS_URL", ""),
             jwt_issuer=env.str("JWT_ISSUER", "video2mp3-auth"),
@@ -71,6 +66,4 @@ class Config:
             max_content_length=env.size("MAX_CONTENT_LENGTH", DEFAULT_MAX_CONTENT_LENGTH),
             public_url=public_url,
             trusted_proxies=env.int("TRUSTED_PROXIES", 0, minimum=0, maximum=10),
-            environment=environment,
-            logging=LoggingConfig.from_env(env),
         )

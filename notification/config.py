@@ -5,9 +5,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from common.config import Env, LoggingConfig, RabbitConfig, require_secrets
+from common.config import (
+    Env,
+    LoggingConfig,
+    MongoConfig,
+    RabbitConfig,
+    pipeline_settings,
+    worker_settings,
+)
 from common.errors import ConfigError
-from common.storage import MongoConfig
 
 SECURITY_MODES = ("none", "starttls", "ssl")
 
@@ -51,7 +57,7 @@ class Config:
     smtp: SmtpConfig = field(default_factory=SmtpConfig)
     mp3_queue: str = "mp3"
     public_url: str = "http://127.0.0.1:8000"
-    health_host: str = "0.0.0.0"  # noqa: S104 - probes reach the pod from outside
+    health_host: str = "127.0.0.1"
     health_port: int = 9102
     max_attempts: int = 8
     environment: str = "development"
@@ -65,22 +71,12 @@ class Config:
             ConfigError: a value is malformed, or production runs with placeholder secrets.
         """
         env = Env(environ)
-        environment = env.environment()
-        rabbit = RabbitConfig.from_env(env)
         smtp = SmtpConfig.from_env(env)
-        secrets = {"RABBITMQ_URL password": rabbit.password}
-        if smtp.user:
-            secrets["SMTP_PASSWORD"] = smtp.password
-        require_secrets(environment, secrets)
         return cls(
-            mongo=MongoConfig.from_env(env),
-            rabbit=rabbit,
+            **pipeline_settings(env, secrets={"SMTP_PASSWORD": smtp.password} if smtp.user else {}),
+            **worker_settings(env, port_variable="NOTIFICATION_PORT", default_port=9102),
             smtp=smtp,
             mp3_queue=env.str("MP3_QUEUE", "mp3"),
             public_url=env.str("PUBLIC_URL", "http://127.0.0.1:8000").rstrip("/"),
-            health_host=env.str("HEALTH_HOST", "0.0.0.0"),  # noqa: S104
-            health_port=env.int("NOTIFICATION_PORT", 9102, minimum=0, maximum=65535),
             max_attempts=env.int("NOTIFY_MAX_ATTEMPTS", 8, minimum=1, maximum=100),
-            environment=environment,
-            logging=LoggingConfig.from_env(env),
         )

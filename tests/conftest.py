@@ -17,9 +17,9 @@ import mysql.connector
 import pymongo
 import pytest
 
-from common.config import RabbitConfig
+from common.config import MongoConfig, RabbitConfig
 from common.messaging import purge_queues
-from common.storage import MongoConfig, Storage
+from common.storage import Storage
 from devstack import servers
 from devstack.mailsink import MailSink
 
