@@ -1,0 +1,196 @@
+"""The converter's handler, called directly: real MongoDB and ffmpeg, a recording publisher."""
+
+from __future__ import annotations
+
+import pytest
+
+from common.errors import PermanentError, TransientError
+from common.jobs import DONE, FAILED, JobStore, new_job_id
+from common.messaging import Delivery
+from converter.handler import Converter
+from tests.support.media import make_video, probe_duration
+
+
+class RecordingPublisher:
+    """Stands in for the broker: keeps what would have been published."""
+
+    def __init__(self) -> None:
+        self.published: list[tuple[str, dict]] = []
+
+    def publish(self, queue: str, message: dict, *, message_id: str | None = None) -> None:
+        self.published.append((queue, message))
+
+
+@pytest.fixture
+def jobs(storage):
+    return JobStore(storage.client, storage.config)
+
+
+@pytest.fixture
+def workdir(tmp_path):
+    path = tmp_path / "work"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+def publisher():
+    return RecordingPublisher()
+
+
+@pytest.fixture
+def converter(storage, jobs, publisher, workdir):
+    return Converter(
+        storage=storage, jobs=jobs, publisher=publisher, mp3_queue="mp3", workdir=str(workdir)
+    )
+
+
+def queued_job(storage, jobs, path, owner="ann@example.com"):
+    job_id = new_job_id()
+    with path.open("rb") as video:
+        video_fid = storage.videos.put(video, path.name, {"owner": owner, "job_id": job_id})
+    jobs.create(
+        job_id=job_id,
+        owner=owner,
+        video_fid=video_fid,
+        filename=path.name,
+        size=path.stat().st_size,
+        options={},
+    )
+    return {
+        "job_id": job_id,
+        "video_fid": str(video_fid),
+        "mp3_fid": None,
+        "username": owner,
+        "options": {},
+    }
+
+
+def delivery(attempt=1):
+    return Delivery("video", attempt=attempt, max_attempts=5, message_id=None)
+
+
+def test_a_video_becomes_a_stored_mp3_and_is_announced(
+    converter, storage, jobs, publisher, workdir, tmp_path
+):
+    source = make_video(tmp_path / "clip.mp4", seconds=2)
+    message = queued_job(storage, jobs, source)
+
+    converter.handle(message, delivery())
+
+    job = jobs.get(message["job_id"])
+    assert job["status"] == DONE
+    assert job["progress"] == 100
+    stored = storage.mp3s.find_one({"metadata.job_id": message["job_id"]})
+    assert stored["_id"] == job["mp3_fid"]
+    assert stored["filename"] == "clip.mp3"
+    assert stored["metadata"]["owner"] == "ann@example.com"
+    out = tmp_path / "out.mp3"
+    with out.open("wb") as mp3:
+        storage.mp3s.download_to(job["mp3_fid"], mp3)
+    assert abs(probe_duration(out) - probe_duration(source)) <= 0.1
+    [(queue, announced)] = publisher.published
+    assert queue == "mp3"
+    assert announced["status"] == "done"
+    assert announced["mp3_fid"] == str(job["mp3_fid"])
+    assert announced["username"] == "ann@example.com"
+    assert list(workdir.iterdir()) == []  # temp files gone
+
+
+def test_a_redelivered_message_makes_no_second_mp3_but_announces_again(
+    converter, storage, jobs, publisher, tmp_path
+):
+    message = queued_job(storage, jobs, make_video(tmp_path / "clip.mp4", seconds=1))
+    converter.handle(message, delivery())
+    converter.handle(message, delivery(attempt=2))
+
+    mp3s = storage.client[storage.config.mp3s_db]["fs.files"]
+    assert mp3s.count_documents({"metadata.job_id": message["job_id"]}) == 1
+    assert [m["status"] for _, m in publisher.published] == ["done", "done"]
+    assert publisher.published[0][1] == publisher.published[1][1]
+
+
+def test_an_mp3_stored_before_a_crash_is_reused(converter, storage, jobs, publisher, tmp_path):
+    message = queued_job(storage, jobs, make_video(tmp_path / "clip.mp4", seconds=1))
+    converter.handle(message, delivery())
+    first_mp3 = jobs.get(message["job_id"])["mp3_fid"]
+    # As if the converter died after storing the MP3 but before finishing the job:
+    jobs._jobs.update_one(
+        {"_id": message["job_id"]}, {"$set": {"status": "processing", "mp3_fid": None}}
+    )
+
+    converter.handle(message, delivery(attempt=2))
+
+    assert jobs.get(message["job_id"])["mp3_fid"] == first_mp3
+    mp3s = storage.client[storage.config.mp3s_db]["fs.files"]
+    assert mp3s.count_documents({"metadata.job_id": message["job_id"]}) == 1
+
+
+@pytest.mark.parametrize(
+    ("make", "reason"),
+    [
+        (lambda d: make_video(d / "silent.mp4", seconds=1, audio_codec=None), "no audio"),
+        (lambda d: _write(d / "junk.mp4", b"\x00\x00\x00\x18ftypmp42" + b"\x17" * 5000), "corrupt"),
+    ],
+)
+def test_bad_input_fails_the_job_and_is_announced(
+    converter, storage, jobs, publisher, workdir, tmp_path, make, reason
+):
+    message = queued_job(storage, jobs, make(tmp_path))
+    converter.handle(message, delivery())  # no exception: the message is acked
+
+    job = jobs.get(message["job_id"])
+    assert job["status"] == FAILED
+    assert reason in job["error"]
+    [(_, announced)] = publisher.published
+    assert announced["status"] == "failed"
+    assert announced["error"] == job["error"]
+    assert storage.mp3s.find_one({"metadata.job_id": message["job_id"]}) is None
+    assert list(workdir.iterdir()) == []
+
+
+def test_a_deleted_job_is_skipped(converter, storage, jobs, publisher, tmp_path):
+    message = queued_job(storage, jobs, make_video(tmp_path / "clip.mp4", seconds=1))
+    jobs.delete(message["job_id"])
+    converter.handle(message, delivery())
+    assert publisher.published == []
+    assert storage.mp3s.find_one({"metadata.job_id": message["job_id"]}) is None
+
+
+def test_a_vanished_video_fails_the_job(converter, storage, jobs, publisher, tmp_path):
+    message = queued_job(storage, jobs, make_video(tmp_path / "clip.mp4", seconds=1))
+    storage.videos.delete(message["video_fid"])
+    converter.handle(message, delivery())
+    assert jobs.get(message["job_id"])["status"] == FAILED
+    assert publisher.published[0][1]["status"] == "failed"
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        {},
+        {"job_id": "j"},
+        {"job_id": "j", "video_fid": "v"},
+        {"job_id": 1, "video_fid": "v", "username": "u"},
+    ],
+)
+def test_malformed_messages_are_permanent(converter, message):
+    with pytest.raises(PermanentError, match="video message lacks"):
+        converter.handle(message, delivery())
+
+
+def test_giving_up_fails_the_job_and_tells_the_owner(converter, storage, jobs, publisher, tmp_path):
+    message = queued_job(storage, jobs, make_video(tmp_path / "clip.mp4", seconds=1))
+    converter.give_up(message, TransientError("MongoDB unavailable"))
+    job = jobs.get(message["job_id"])
+    assert job["status"] == FAILED
+    assert "try again later" in job["error"]
+    assert "MongoDB" not in job["error"]  # internals stay in the logs
+    assert publisher.published[0][1]["status"] == "failed"
+    converter.give_up(message, TransientError("again"))  # already failed: not announced twice
+    assert len(publisher.published) == 1
+
+
+def _write(path, data):
+    path.write_bytes(data)
+    return path
