@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 
 import pytest
 import requests
 from bson import ObjectId
 
 from common.messaging import Publisher
+from tests.e2e.conftest import MAX_UPLOAD_BYTES
 from tests.support.media import audio_packet_hashes, make_video, probe_duration, truncate
 
 
@@ -323,3 +325,92 @@ FTYP = b"\x00\x00\x00\x18ftypmp42\x00\x00\x00\x00mp42isom"
 def _write(path, data: bytes):
     path.write_bytes(data)
     return path
+
+
+@pytest.mark.parametrize(
+    ("files", "data", "status", "code"),
+    [
+        (
+            {"file": ("a.mp4", FTYP * 10), "other": ("b.mp4", FTYP * 10)},
+            None,
+            400,
+            "invalid_upload",
+        ),
+        ({"video": ("a.mp4", FTYP * 10)}, None, 400, "invalid_upload"),
+        ({"file": ("empty.mp4", b"")}, None, 400, "empty_file"),
+        (
+            {"file": ("notes.txt", b"just some notes, nothing to hear" * 10)},
+            None,
+            415,
+            "unsupported_media_type",
+        ),
+        (None, {"file": "not a file"}, 400, "invalid_upload"),
+    ],
+    ids=["two-files", "wrong-field", "zero-bytes", "text-file", "text-field"],
+)
+def test_bad_uploads_get_a_json_error_and_leave_nothing(system, user, files, data, status, code):
+    response = requests.post(
+        f"{system.gateway}/upload", headers=user.headers, files=files, data=data, timeout=30
+    )
+    assert response.status_code == status
+    assert response.json()["error"] == code
+    assert system.videos.jobs.count_documents({"owner": user.email}) == 0
+    assert system.videos["fs.files"].count_documents({"metadata.owner": user.email}) == 0
+
+
+@pytest.mark.parametrize(
+    ("headers", "code"),
+    [
+        ({}, "missing_token"),
+        ({"Authorization": "Bearer not.a.token"}, "invalid_token"),
+        ({"Authorization": "Basic YTpi"}, "invalid_token"),
+    ],
+)
+def test_uploads_need_a_valid_token(system, headers, code):
+    response = requests.post(
+        f"{system.gateway}/upload",
+        headers=headers,
+        files={"file": ("a.mp4", FTYP * 10)},
+        timeout=30,
+    )
+    assert response.status_code == 401
+    assert response.json()["error"] == code
+    assert response.headers["WWW-Authenticate"].startswith("Bearer")
+
+
+def test_an_oversized_upload_is_refused_before_its_body_is_read(system, user):
+    host, port = system.gateway.removeprefix("http://").split(":")
+    declared = 10 * MAX_UPLOAD_BYTES
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(
+            f"POST /upload HTTP/1.1\r\nHost: {host}\r\n"
+            f"Authorization: Bearer {user.token}\r\n"
+            f"Content-Type: multipart/form-data; boundary=x\r\n"
+            f"Content-Length: {declared}\r\n\r\n".encode()
+            + b"--x\r\n"
+            + b"\x00" * 1000
+        )
+        answer = sock.recv(65536).decode(errors="replace")
+    assert answer.startswith("HTTP/1.1 413")
+    assert '"error":"too_large"' in answer.replace(" ", "")
+
+
+def test_login_through_the_gateway_passes_auths_answers_on(system, user):
+    good = requests.post(f"{system.gateway}/login", auth=(user.email, user.password), timeout=30)
+    assert good.status_code == 200
+    assert good.json()["token_type"] == "Bearer"
+    bad = requests.post(f"{system.gateway}/login", auth=(user.email, "wrong"), timeout=30)
+    assert bad.status_code == 401
+    assert bad.json()["error"] == "invalid_credentials"
+    missing = requests.post(f"{system.gateway}/login", timeout=30)
+    assert missing.status_code == 401
+    assert missing.json()["error"] == "missing_credentials"
+
+
+def test_health_and_readiness(system):
+    assert requests.get(f"{system.gateway}/health", timeout=5).json() == {"status": "ok"}
+    ready = requests.get(f"{system.gateway}/ready", timeout=10)
+    assert ready.status_code == 200
+    assert ready.json()["checks"] == {"mongodb": "ok", "rabbitmq": "ok"}
+    for port in (system.env["CONVERTER_PORT"], system.env["NOTIFICATION_PORT"]):
+        assert requests.get(f"http://127.0.0.1:{port}/ready", timeout=5).status_code == 200

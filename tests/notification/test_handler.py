@@ -6,6 +6,7 @@ from datetime import timedelta
 
 import pytest
 from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult
 from bson import ObjectId
 
 from common.errors import PermanentError, TransientError
@@ -214,3 +215,53 @@ def test_starttls_against_a_plain_server_is_transient(mailbox):
     with pytest.raises(TransientError, match="STARTTLS"):
         mailer.send(email)
     assert mailbox.messages(to="a@example.com") == []
+
+
+@pytest.fixture
+def smtp_with_login():
+    """An SMTP server that demands a login (over plain SMTP, as a local relay may)."""
+    received = []
+
+    def authenticate(server, session, envelope, mechanism, auth_data):
+        ok = (auth_data.login, auth_data.password) == (b"mailer", b"s3cret-pass")
+        # handled=False: let aiosmtpd answer 535 itself when the check fails.
+        return AuthResult(success=ok, handled=False)
+
+    class Keep:
+        async def handle_DATA(self, server, session, envelope):
+            received.append(envelope)
+            return "250 OK"
+
+    port = servers.free_port()
+    controller = Controller(
+        Keep(),
+        hostname="127.0.0.1",
+        port=port,
+        authenticator=authenticate,
+        auth_required=True,
+        auth_require_tls=False,
+        # smtplib would fall back from PLAIN to LOGIN, whose failure aiosmtpd answers slowly.
+        auth_exclude_mechanism=["LOGIN"],
+    )
+    controller.start()
+    yield port, received
+    controller.stop()
+
+
+def test_smtp_login_is_used_when_configured(jobs, smtp_with_login):
+    port, received = smtp_with_login
+    message = finished_job(jobs)
+    good = Mailer(SmtpConfig(host="127.0.0.1", port=port, user="mailer", password="s3cret-pass"))
+    run(message, jobs, good)
+    assert len(received) == 1
+    assert received[0].rcpt_tos == [message["username"]]
+
+
+def test_a_rejected_smtp_login_is_transient(jobs, smtp_with_login):
+    port, received = smtp_with_login
+    message = finished_job(jobs)
+    bad = Mailer(SmtpConfig(host="127.0.0.1", port=port, user="mailer", password="wrong-pass"))
+    with pytest.raises(TransientError, match="SMTP login failed"):
+        run(message, jobs, bad)
+    assert received == []
+    assert jobs.get(message["job_id"])["notified_at"] is None
