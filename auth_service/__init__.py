@@ -11,7 +11,7 @@ from auth_service import cli, db, passwords, throttle, tokens, views
 from auth_service import config as config_module
 from auth_service.config import Config
 from common.logs import configure_logging
-from common.web import install_error_handlers, install_request_id
+from common.web import install_error_handlers, install_http_metrics, install_request_id
 
 # Requests carry a Basic header or a small JSON document, never uploads.
 MAX_CONTENT_LENGTH = 64 * 1024
@@ -41,6 +41,7 @@ def create_app(config: Config | None = None) -> Flask:
     config_module.init_app(app, config)
     install_request_id(app)
     install_error_handlers(app)
+    install_http_metrics(app)
     db.init_app(app)
     passwords.init_app(app, config.argon2)
     tokens.init_app(app, config)

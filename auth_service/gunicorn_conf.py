@@ -8,4 +8,4 @@ counts are read here; the app reads everything else itself in ``create_app``.
 from common.gunicorn import gunicorn_settings
 
 # gunicorn reads its settings from this module's global names.
-globals().update(gunicorn_settings("AUTH_PORT", 5000))
+globals().update(gunicorn_settings("auth", "AUTH_PORT", 5000))

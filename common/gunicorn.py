@@ -7,17 +7,37 @@ from the environment; each app reads the rest of its configuration itself.
 
 from __future__ import annotations
 
+import os
+import shutil
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
-from common.config import Env
+from prometheus_client import multiprocess
+
+from common.config import Env, LoggingConfig
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"  # read by prometheus_client itself
+
+
+def _on_starting(_server: Any) -> None:
+    directory = os.environ.get(MULTIPROC_ENV)
+    if directory:  # start from no values: old workers' files would be summed in
+        shutil.rmtree(directory, ignore_errors=True)
+        Path(directory).mkdir(parents=True, exist_ok=True)
+
+
+def _child_exit(_server: Any, worker: Any) -> None:
+    if os.environ.get(MULTIPROC_ENV):  # drop the dead worker's live gauges
+        multiprocess.mark_process_dead(worker.pid)
 
 
 def gunicorn_settings(
-    port_variable: str, default_port: int, environ: Mapping[str, str] | None = None
+    service: str, port_variable: str, default_port: int, environ: Mapping[str, str] | None = None
 ) -> dict[str, Any]:
-    """Return gunicorn's settings for a service listening on ``$port_variable``."""
+    """Return gunicorn's settings for ``service`` listening on ``$port_variable``."""
     env = Env(environ)
+    logging_config = LoggingConfig.from_env(env)
     host = env.str("BIND_HOST", "0.0.0.0")  # noqa: S104 - containers are reached from outside
     port = env.int(port_variable, default_port, minimum=1, maximum=65535)
     return {
@@ -30,9 +50,42 @@ def gunicorn_settings(
         "timeout": 30,
         "graceful_timeout": 20,
         "keepalive": 5,
-        "accesslog": "-",
+        # Requests are logged by the app (common.web), as one line each with their request
+        # id; gunicorn's own lines (boot, worker exits) go through the same formatter.
+        "accesslog": None,
         "errorlog": "-",
+        "logconfig_dict": _logging_dict(service, logging_config),
         # Several gunicorns share a machine in development and tests; a control
         # socket at a fixed path in $HOME would make them collide.
         "control_socket_disable": True,
+        # prometheus_client's multiprocess mode (PROMETHEUS_MULTIPROC_DIR) needs a clean
+        # directory at start and to forget the live gauges of workers that exit.
+        "on_starting": _on_starting,
+        "child_exit": _child_exit,
+    }
+
+
+def _logging_dict(service: str, config: LoggingConfig) -> dict[str, Any]:
+    formatter = (
+        "common.logs.JsonFormatter" if config.format == "json" else "common.logs.TextFormatter"
+    )
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"service": {"()": formatter}},
+        "filters": {"context": {"()": "common.logs.ContextFilter", "service": service}},
+        "handlers": {
+            "stdout": {
+                "class": "logging.StreamHandler",
+                "stream": "ext://sys.stdout",
+                "formatter": "service",
+                "filters": ["context"],
+            }
+        },
+        "loggers": {
+            "gunicorn.error": {"handlers": ["stdout"], "level": config.level, "propagate": False}
+        },
+        # gunicorn merges this over its defaults, whose root logger names a handler we
+        # replace; the app's configure_logging gives the root its handler in each worker.
+        "root": {"level": config.level, "handlers": []},
     }

@@ -44,7 +44,9 @@ def current_context() -> dict[str, str]:
     return dict(_context.get())
 
 
-class _ContextFilter(logging.Filter):
+class ContextFilter(logging.Filter):
+    """Stamp each record with the service name and the job/request ids in force."""
+
     def __init__(self, service: str) -> None:
         super().__init__()
         self.service = service
@@ -100,7 +102,7 @@ def configure_logging(service: str, config: LoggingConfig) -> None:
     """Send this process's logs to stdout in the configured format; safe to call twice."""
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(JsonFormatter() if config.format == "json" else TextFormatter())
-    handler.addFilter(_ContextFilter(service))
+    handler.addFilter(ContextFilter(service))
     root = logging.getLogger()
     for existing in list(root.handlers):
         if getattr(existing, "_video2mp3", False):

@@ -37,6 +37,7 @@ import pika
 import pika.exceptions
 from pika.adapters.blocking_connection import BlockingChannel
 
+from common import metrics
 from common.config import RabbitConfig, redact_url
 from common.errors import PermanentError, TransientError
 from common.logs import log_context
@@ -44,6 +45,7 @@ from common.logs import log_context
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024
+QUEUE_DEPTH_INTERVAL = 5.0  # seconds between a consumer's looks at its queue's depth
 # pika raises these (and OSError from the socket) when the broker or the path
 # to it fails; everything else escaping pika is a programming error.
 BROKER_ERRORS = (pika.exceptions.AMQPError, OSError)
@@ -138,6 +140,7 @@ class Publisher:
                 self._drop_connection()
                 if attempt < self._attempts:
                     time.sleep(backoff_delay(attempt, base=self._retry_base, cap=2.0))
+        metrics.PUBLISH_FAILURES.labels(queue).inc()
         raise TransientError(f"could not publish to queue {queue!r}: {last_error!r}")
 
     def check(self) -> None:
@@ -350,8 +353,15 @@ class Consumer:
             redact_url(self._config.url),
             self._prefetch,
         )
+        next_depth_check = 0.0
         while not self._stop.is_set():
             connection.process_data_events(time_limit=0.5)
+            if time.monotonic() >= next_depth_check:
+                # Queue depth for dashboards and autoscaling views, from the consumer's
+                # own channel: no extra connection, at most once per interval.
+                depth = channel.queue_declare(self.queue, passive=True).method.message_count
+                metrics.QUEUE_READY.labels(self.queue).set(depth)
+                next_depth_check = time.monotonic() + QUEUE_DEPTH_INTERVAL
         # Stop taking new messages, then let the ones in hand finish and settle.
         channel.basic_cancel(consumer_tag)
         deadline = time.monotonic() + self._drain_timeout
@@ -424,6 +434,7 @@ class Consumer:
         delivery: Delivery,
     ) -> None:
         outcome = self._handle(body, delivery)
+        metrics.MESSAGES_HANDLED.labels(self.queue, outcome.value).inc()
         try:
             connection.add_callback_threadsafe(
                 functools.partial(self._settle, channel, token, outcome)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
+import time
 import uuid
 from collections.abc import Mapping
 from typing import Any
@@ -23,10 +24,12 @@ from typing import Any
 from flask import Flask, Response, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
+from common import metrics
 from common.errors import TransientError
 from common.logs import log_context
 
 log = logging.getLogger(__name__)
+access_log = logging.getLogger("video2mp3.access")
 
 REQUEST_ID_HEADER = "X-Request-ID"
 # Ids travel into logs and other services; anything else is replaced, not echoed.
@@ -132,3 +135,34 @@ def install_request_id(app: Flask) -> None:
         stack = g.pop("request_log_context", None)
         if stack is not None:
             stack.close()
+
+
+def install_http_metrics(app: Flask) -> None:
+    """Count, time and log every request of ``app``, and serve ``/metrics``."""
+
+    @app.before_request
+    def start_timer() -> None:
+        g.metrics_started = time.perf_counter()
+
+    @app.after_request
+    def record(response: Response) -> Response:
+        started = g.pop("metrics_started", None)
+        # The route template, never the raw path: ids in paths would explode the label set.
+        endpoint = request.url_rule.rule if request.url_rule else "unmatched"
+        metrics.HTTP_REQUESTS.labels(endpoint, request.method, str(response.status_code)).inc()
+        elapsed = time.perf_counter() - started if started is not None else 0.0
+        metrics.HTTP_LATENCY.labels(endpoint, request.method).observe(elapsed)
+        access_log.info(
+            "%s %s %s %.1fms",
+            request.method,
+            request.full_path.rstrip("?"),
+            response.status_code,
+            elapsed * 1000,
+        )
+        return response
+
+    def serve_metrics() -> Response:
+        body, content_type = metrics.exposition()
+        return Response(body, content_type=content_type)
+
+    app.add_url_rule("/metrics", "metrics", serve_metrics, methods=["GET"])

@@ -1,8 +1,8 @@
 """The process around a queue consumer: health endpoint, signals, and the run loop.
 
 Workers (converter, notification) have no web framework; a small HTTP server
-on their own port answers ``/health`` (the process is alive) and ``/ready``
-(it holds a broker connection and is consuming), for probes and operators.
+on their own port answers ``/health`` (the process is alive), ``/ready`` (it
+holds a broker connection and is consuming) and ``/metrics`` (Prometheus).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from common import metrics
 from common.errors import TransientError
 from common.messaging import Consumer, backoff_delay
 
@@ -21,7 +22,7 @@ log = logging.getLogger(__name__)
 
 
 class HealthServer:
-    """Serve ``/health`` and ``/ready`` for one consumer on a background thread."""
+    """Serve ``/health``, ``/ready`` and ``/metrics`` for one consumer on a background thread."""
 
     def __init__(self, consumer: Consumer, *, host: str, port: int) -> None:
         routes = {
@@ -31,6 +32,7 @@ class HealthServer:
                 if consumer.is_connected
                 else _json(503, {"status": "unavailable", "queue": consumer.queue})
             ),
+            "/metrics": _metrics,
         }
 
         class Handler(BaseHTTPRequestHandler):
@@ -65,6 +67,11 @@ class HealthServer:
         """Stop answering and free the port."""
         self._server.shutdown()
         self._server.server_close()
+
+
+def _metrics() -> tuple[int, str, bytes]:
+    body, content_type = metrics.exposition()
+    return 200, content_type, body
 
 
 def _json(status: int, body: dict[str, object]) -> tuple[int, str, bytes]:

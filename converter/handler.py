@@ -16,6 +16,7 @@ from typing import Any
 
 from bson import ObjectId
 
+from common import metrics
 from common.errors import PermanentError, TransientError
 from common.jobs import DONE, FAILED, JobStore, mp3_filename
 from common.messaging import Delivery, Publisher
@@ -89,10 +90,13 @@ class Converter:
             mp3_fid = self._stored_mp3(job_id) or self._convert(job)
         except PermanentError as exc:
             log.warning("job %s failed: %s", job_id, exc)
-            self._jobs.fail(job_id, error=str(exc))
+            if self._jobs.fail(job_id, error=str(exc)):
+                metrics.JOBS_FINISHED.labels("failed").inc()
             self._announce(job_id)
             return
-        if not self._jobs.finish(job_id, mp3_fid=mp3_fid):
+        if self._jobs.finish(job_id, mp3_fid=mp3_fid):
+            metrics.JOBS_FINISHED.labels("done").inc()
+        else:
             log.info("job %s ended elsewhere while converting; dropping its MP3", job_id)
             self._storage.mp3s.delete(mp3_fid)
         self._announce(job_id)
@@ -106,6 +110,7 @@ class Converter:
         if isinstance(error, PermanentError):
             reason = str(error)
         if self._jobs.fail(job_id, error=reason):
+            metrics.JOBS_FINISHED.labels("failed").inc()
             self._announce(job_id)
 
     def _redelivered(self, job_id: str) -> None:
@@ -133,14 +138,17 @@ class Converter:
             with video_path.open("wb") as video_file:
                 self._storage.videos.download_to(job["video_fid"], video_file)
             info = probe(video_path)
-            transcode(
-                video_path,
-                mp3_path,
-                options,
-                info=info,
-                on_progress=lambda percent: self._progress(job_id, percent),
-                cancel=self._cancel,
-            )
+            with metrics.CONVERSIONS_ACTIVE.track_inprogress():
+                result = transcode(
+                    video_path,
+                    mp3_path,
+                    options,
+                    info=info,
+                    on_progress=lambda percent: self._progress(job_id, percent),
+                    cancel=self._cancel,
+                )
+            mode = "copy" if result.stream_copied else "reencode"
+            metrics.CONVERSION_SECONDS.labels(mode).observe(result.elapsed)
             with mp3_path.open("rb") as mp3_file:
                 return self._storage.mp3s.put(
                     mp3_file,

@@ -190,11 +190,15 @@ def up(run_dir: Path) -> int:
     env = resolve_env(environ, run_dir)
     (run_dir / "logs").mkdir(parents=True, exist_ok=True)
     local = LocalServers()
-    stack = Stack(
-        env,
-        run_dir / "logs",
-        overrides={"auth": {"TRUSTED_PROXIES": environ.get("TRUSTED_PROXIES", "1")}},
-    )
+    # Each gunicorn keeps its workers' metrics in its own directory (multiprocess mode).
+    overrides = {
+        "auth": {
+            "TRUSTED_PROXIES": environ.get("TRUSTED_PROXIES", "1"),
+            "PROMETHEUS_MULTIPROC_DIR": str(run_dir / "metrics" / "auth"),
+        },
+        "gateway": {"PROMETHEUS_MULTIPROC_DIR": str(run_dir / "metrics" / "gateway")},
+    }
+    stack = Stack(env, run_dir / "logs", overrides=overrides)
     stopping = False
 
     def stop(_signum: int, _frame: object) -> None:

@@ -10,7 +10,7 @@ from common.logs import configure_logging
 from common.messaging import Publisher
 from common.storage import Storage
 from common.tokens import TokenVerifier
-from common.web import install_error_handlers, install_request_id
+from common.web import install_error_handlers, install_http_metrics, install_request_id
 from gateway import views
 from gateway.auth_client import AuthClient
 from gateway.config import Config
@@ -52,5 +52,6 @@ def create_app(config: Config | None = None) -> Flask:
     )
     install_request_id(app)
     install_error_handlers(app)
+    install_http_metrics(app)
     app.register_blueprint(views.bp)
     return app

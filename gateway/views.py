@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote
 
 from flask import Blueprint, Response, jsonify, request, url_for
+from werkzeug.exceptions import HTTPException
 from werkzeug.http import parse_options_header
 from werkzeug.wsgi import wrap_file
 
+from common import metrics
 from common.errors import TransientError
 from common.jobs import DONE, STATUSES, mp3_filename, new_job_id, public_view
 from common.logs import log_context
@@ -58,7 +61,7 @@ def upload() -> tuple[Response, int, dict[str, str]]:
             "Send the video as multipart/form-data with one field named 'file'.",
         )
     job_id = new_job_id()
-    with log_context(job_id=job_id):
+    with log_context(job_id=job_id), _counting_upload():
         received = receive_upload(
             request.stream,
             params["boundary"].encode("latin-1"),
@@ -91,6 +94,7 @@ def upload() -> tuple[Response, int, dict[str, str]]:
         except TransientError:
             _forget_upload(job_id, received.video_fid)
             raise
+        metrics.UPLOAD_BYTES.observe(received.size)
         log.info(
             "accepted %s (%d bytes, %s) from %s",
             received.filename,
@@ -106,6 +110,20 @@ def upload() -> tuple[Response, int, dict[str, str]]:
         "status_url": status_url,
     }
     return jsonify(body), 202, {"Location": status_url}
+
+
+@contextlib.contextmanager
+def _counting_upload() -> Iterator[None]:
+    """Count the upload in the block as accepted, rejected (bad input) or failed."""
+    try:
+        yield
+    except (ApiError, HTTPException):  # bad input, or the client went away mid-upload
+        metrics.UPLOADS.labels("rejected").inc()
+        raise
+    except TransientError:
+        metrics.UPLOADS.labels("failed").inc()
+        raise
+    metrics.UPLOADS.labels("accepted").inc()
 
 
 def _forget_upload(job_id: str, video_fid: Any) -> None:

@@ -6,6 +6,7 @@ import logging
 from datetime import timedelta
 from typing import Any
 
+from common import metrics
 from common.errors import PermanentError, TransientError
 from common.jobs import JobStore
 from common.messaging import Delivery
@@ -67,10 +68,13 @@ def handle(
     except PermanentError as exc:
         # A bad address stays bad: record the job as handled and move on.
         log.warning("mail server refused the email for job %s for good: %s", job_id, exc)
+        metrics.EMAILS.labels("refused").inc()
         jobs.mark_notified(job_id)
         return
     except TransientError:
+        metrics.EMAILS.labels("failed").inc()
         jobs.release_notification(job_id)
         raise
+    metrics.EMAILS.labels("sent").inc()
     jobs.mark_notified(job_id)
     log.info("emailed %s about job %s (%s)", message["username"], job_id, message["status"])

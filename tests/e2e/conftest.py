@@ -113,9 +113,12 @@ def system(
         **{name: str(port) for name, port in ports.items()},
     }
     overrides = {
-        "auth": {"TRUSTED_PROXIES": "1"},
-        # The gateway reaches the broker through a proxy the tests can cut.
-        "gateway": {"RABBITMQ_URL": f"amqp://guest:guest@127.0.0.1:{broker_proxy.port}/%2F"},
+        "auth": {"TRUSTED_PROXIES": "1", "PROMETHEUS_MULTIPROC_DIR": str(run_dir / "metrics-auth")},
+        "gateway": {
+            # The gateway reaches the broker through a proxy the tests can cut.
+            "RABBITMQ_URL": f"amqp://guest:guest@127.0.0.1:{broker_proxy.port}/%2F",
+            "PROMETHEUS_MULTIPROC_DIR": str(run_dir / "metrics-gateway"),
+        },
     }
     stack = Stack(env, run_dir / "logs", overrides=overrides)
     admin = mysql_server.connect()
