@@ -8,10 +8,11 @@ twice, and every job transition is conditional (``common.jobs``).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import tempfile
 import threading
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from bson import ObjectId
@@ -20,8 +21,9 @@ from common import metrics
 from common.errors import PermanentError, TransientError
 from common.jobs import DONE, FAILED, JobStore, mp3_filename
 from common.messaging import Delivery, Publisher
+from common.options import Options
 from common.storage import Storage
-from converter.transcode import Options, probe, transcode
+from converter.transcode import probe, transcode
 
 log = logging.getLogger(__name__)
 
@@ -133,6 +135,11 @@ class Converter:
     def _convert(self, job: dict[str, Any]) -> ObjectId:
         job_id = job["_id"]
         options = Options.from_dict(job.get("options"))
+        if options.title is None:
+            # The ID3 title defaults to the name the user gave the video.
+            options = dataclasses.replace(
+                options, title=PurePosixPath(job.get("filename") or "").stem or None
+            )
         with tempfile.TemporaryDirectory(dir=self._workdir, prefix=f"job-{job_id}-") as tmp:
             video_path, mp3_path = Path(tmp) / "video", Path(tmp) / "audio.mp3"
             with video_path.open("wb") as video_file:

@@ -88,8 +88,12 @@ def receive_upload(
     *,
     open_sink: Callable[[str], UploadSink],
     max_bytes: int,
+    check_fields: Callable[[dict[str, str]], object] | None = None,
 ) -> ReceivedUpload:
     """Read a multipart body with exactly one file field named ``file`` into a new sink.
+
+    ``check_fields`` sees the text fields once the body is read, before the file is
+    kept: whatever it raises discards the file.
 
     Raises:
         ApiError: 400 for a malformed form, no file, several files, an empty
@@ -97,7 +101,7 @@ def receive_upload(
             415 when it does not start like any audio/video container.
         TransientError: the store failed.
     """
-    receiver = _Receiver(open_sink, max_bytes)
+    receiver = _Receiver(open_sink, max_bytes, check_fields)
     # Text fields are bounded by _Receiver; a decoder-wide memory limit would count file data too.
     decoder = MultipartDecoder(boundary, max_parts=MAX_PARTS)
     try:
@@ -122,9 +126,15 @@ def receive_upload(
 class _Receiver:
     """Follow the decoder's events for one upload."""
 
-    def __init__(self, open_sink: Callable[[str], UploadSink], max_bytes: int) -> None:
+    def __init__(
+        self,
+        open_sink: Callable[[str], UploadSink],
+        max_bytes: int,
+        check_fields: Callable[[dict[str, str]], object] | None,
+    ) -> None:
         self._open_sink = open_sink
         self._max_bytes = max_bytes
+        self._check_fields = check_fields
         self._part: Field | File | None = None
         self._field_bytes = bytearray()
         self._fields: dict[str, str] = {}
@@ -203,6 +213,8 @@ class _Receiver:
             raise _bad("missing_file", "Send the video as a multipart field named 'file'.")
         if self._sink is None:
             raise _bad("empty_file", "The uploaded file is empty.")
+        if self._check_fields is not None:
+            self._check_fields(dict(self._fields))
         video_fid = self._sink.finish()
         return ReceivedUpload(
             video_fid=video_fid,

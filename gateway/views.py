@@ -17,6 +17,7 @@ from common import metrics
 from common.errors import TransientError
 from common.jobs import DONE, STATUSES, mp3_filename, new_job_id, public_view
 from common.logs import log_context
+from common.options import InvalidOption, Options
 from common.storage import CHUNK_SIZE, FileNotFound
 from common.web import ApiError
 from gateway.identity import current_user
@@ -69,7 +70,9 @@ def upload() -> tuple[Response, int, dict[str, str]]:
                 filename, {"owner": owner, "job_id": job_id}
             ),
             max_bytes=limit,
+            check_fields=_output_options,
         )
+        options = Options.from_dict(received.fields).to_dict()
         try:
             job = svc.jobs.create(
                 job_id=job_id,
@@ -77,7 +80,7 @@ def upload() -> tuple[Response, int, dict[str, str]]:
                 video_fid=received.video_fid,
                 filename=received.filename,
                 size=received.size,
-                options={},
+                options=options,
             )
             svc.publisher.publish(
                 svc.config.video_queue,
@@ -124,6 +127,18 @@ def _counting_upload() -> Iterator[None]:
         metrics.UPLOADS.labels("failed").inc()
         raise
     metrics.UPLOADS.labels("accepted").inc()
+
+
+def _output_options(fields: dict[str, str]) -> Options:
+    """Validate the upload's text fields as output options.
+
+    Raises:
+        ApiError: 400 ``invalid_option`` naming the field.
+    """
+    try:
+        return Options.from_dict(fields)
+    except InvalidOption as exc:
+        raise ApiError(400, "invalid_option", str(exc), extra={"field": exc.field}) from None
 
 
 def _forget_upload(job_id: str, video_fid: Any) -> None:

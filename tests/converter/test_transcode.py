@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 
 from common.errors import PermanentError, TransientError
+from common.options import Options
 from converter import transcode as transcode_module
-from converter.transcode import MediaInfo, Options, probe, transcode
+from converter.transcode import MediaInfo, needs_reencode, probe, transcode
 from tests.support import media
 
 SECONDS = 3.0
@@ -368,7 +369,7 @@ MP3_SOURCE = MediaInfo(
 def test_stream_copy_only_when_nothing_asks_for_re_encoding(
     options: Options, info: MediaInfo, reencode: bool
 ) -> None:
-    assert options.needs_reencode(info) is reencode
+    assert needs_reencode(options, info) is reencode
 
 
 # --- bad input ---------------------------------------------------------------

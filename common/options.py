@@ -1,0 +1,183 @@
+"""Output options for an MP3: what a user may ask for, validated in one place.
+
+The gateway checks the form fields of an upload with these rules (400 naming
+the field) and the converter applies the same object to ffmpeg, so the two can
+never disagree about what is valid.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
+from typing import Any
+
+from common.errors import PermanentError
+
+DEFAULT_BITRATE_KBPS = 192
+BITRATES_KBPS = (32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320)
+SAMPLE_RATES = (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000)
+CHANNELS = (1, 2)
+VBR_QUALITIES = range(10)
+MAX_TAG_LENGTH = 200
+# Far beyond any real video; keeps a typo such as 1e9 from reaching ffmpeg.
+MAX_SECONDS = 48 * 3600.0
+
+
+class InvalidOption(PermanentError):
+    """An output option is unknown or has a value that is not allowed."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+@dataclass(frozen=True)
+class Options:
+    """How to make the MP3; None means the default: 192 kbit/s CBR, the source's rate and channels.
+
+    ``bitrate`` (kbit/s, CBR) and ``quality`` (LAME VBR, 0 best to 9 smallest)
+    exclude each other. ``start``/``end`` trim the input, in seconds.
+    """
+
+    bitrate: int | None = None
+    quality: int | None = None
+    sample_rate: int | None = None
+    channels: int | None = None
+    start: float | None = None
+    end: float | None = None
+    title: str | None = None
+    artist: str | None = None
+    album: str | None = None
+
+    def __post_init__(self) -> None:
+        _check_choice("bitrate", self.bitrate, BITRATES_KBPS)
+        _check_choice("quality", self.quality, VBR_QUALITIES)
+        if self.bitrate is not None and self.quality is not None:
+            raise _invalid("quality", "choose either a bitrate (CBR) or a quality (VBR), not both")
+        _check_choice("sample_rate", self.sample_rate, SAMPLE_RATES)
+        _check_choice("channels", self.channels, CHANNELS)
+        for name in ("start", "end"):
+            _check_seconds(name, getattr(self, name))
+        if self.end is not None and self.end <= (self.start or 0.0):
+            raise _invalid(
+                "end", f"must be after start ({self.start or 0.0:g} s), got {self.end:g}"
+            )
+        for name in ("title", "artist", "album"):
+            _check_tag(name, getattr(self, name))
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any] | None) -> Options:
+        """Build options from a job's ``options`` object; empty values mean the default.
+
+        Raises:
+            PermanentError: naming the first field that is unknown or invalid.
+        """
+        if raw is None:
+            return cls()
+        if not isinstance(raw, Mapping):
+            raise InvalidOption("options", "invalid options: expected an object of named options")
+        known = {field.name for field in fields(cls)}
+        unknown = sorted(str(name) for name in raw if name not in known)
+        if unknown:
+            raise InvalidOption(unknown[0], f"unknown option '{unknown[0]}'")
+        values = {
+            name: _COERCE[name](name, value)
+            for name, value in raw.items()
+            if value is not None and value != ""
+        }
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the explicitly set options, in the form ``from_dict`` reads."""
+        return {
+            f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None
+        }
+
+    @property
+    def trimmed(self) -> bool:
+        """Tell whether a start or end trim is set."""
+        return self.start is not None or self.end is not None
+
+
+def _invalid(name: str, problem: str) -> InvalidOption:
+    return InvalidOption(name, f"invalid option '{name}': {problem}")
+
+
+def _check_choice(name: str, value: object, choices: range | tuple[int, ...]) -> None:
+    if value is not None and (isinstance(value, bool) or value not in choices):
+        if isinstance(choices, range):
+            allowed = f"a whole number from {choices.start} to {choices.stop - 1}"
+        else:
+            allowed = "one of " + ", ".join(map(str, choices))
+        raise _invalid(name, f"must be {allowed}, got {value!r}")
+
+
+def _check_seconds(name: str, value: object) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise _invalid(name, f"must be a number of seconds, got {value!r}")
+    if not 0 <= value <= MAX_SECONDS:
+        raise _invalid(name, f"must be between 0 and {MAX_SECONDS:g} seconds, got {value:g}")
+
+
+def _check_tag(name: str, value: object) -> None:
+    if value is None:
+        return
+    if not isinstance(value, str):
+        raise _invalid(name, f"must be text, got {type(value).__name__}")
+    if len(value) > MAX_TAG_LENGTH:
+        raise _invalid(name, f"must be at most {MAX_TAG_LENGTH} characters, got {len(value)}")
+    # A NUL cannot travel in ffmpeg's argv, and other controls have no place in a tag.
+    if any(ord(char) < 0x20 or ord(char) == 0x7F for char in value):
+        raise _invalid(name, "must not contain control characters")
+
+
+def _whole_number(name: str, value: object) -> int:
+    """Read an int from JSON or a form field, refusing fractions and booleans."""
+    if isinstance(value, bool):
+        raise _invalid(name, f"must be a whole number, got {value!r}")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str) and re.fullmatch(r"\s*-?\d+\s*", value):
+        return int(value)
+    raise _invalid(name, f"must be a whole number, got {value!r}")
+
+
+def _seconds(name: str, value: object) -> float:
+    """Read seconds given as a number, "90.5", "1:30" or "01:02:03.5"."""
+    if isinstance(value, bool):
+        raise _invalid(name, f"must be a number of seconds, got {value!r}")
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str):
+        clock = re.fullmatch(r"\s*(?:(?:(\d+):)?(\d{1,2}):)?(\d+(?:\.\d+)?)\s*", value)
+        if clock:
+            hours, minutes, seconds = (float(part or 0) for part in clock.groups())
+            if (clock.group(2) and seconds >= 60) or (clock.group(1) and minutes >= 60):
+                raise _invalid(name, f"must be a time like 90, 1:30 or 1:02:03, got {value!r}")
+            return hours * 3600 + minutes * 60 + seconds
+    raise _invalid(name, f"must be a time like 90, 1:30 or 1:02:03, got {value!r}")
+
+
+def _text(name: str, value: object) -> str | None:
+    if not isinstance(value, str):
+        raise _invalid(name, f"must be text, got {type(value).__name__}")
+    return value.strip() or None
+
+
+_COERCE: dict[str, Callable[[str, object], Any]] = {
+    "bitrate": _whole_number,
+    "quality": _whole_number,
+    "sample_rate": _whole_number,
+    "channels": _whole_number,
+    "start": _seconds,
+    "end": _seconds,
+    "title": _text,
+    "artist": _text,
+    "album": _text,
+}
