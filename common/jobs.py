@@ -59,6 +59,7 @@ def public_view(job: Mapping[str, Any]) -> dict[str, Any]:
         "video_fid": str(job["video_fid"]) if job.get("video_fid") else None,
         "mp3_fid": str(job["mp3_fid"]) if job.get("mp3_fid") else None,
         "options": job.get("options", {}),
+        "callback_url": job.get("callback_url"),
         "created_at": iso(job.get("created_at")),
         "started_at": iso(job.get("started_at")),
         "finished_at": iso(job.get("finished_at")),
@@ -89,6 +90,7 @@ class JobStore:
         filename: str,
         size: int,
         options: Mapping[str, Any],
+        callback_url: str | None = None,
     ) -> dict[str, Any]:
         """Insert a queued job and return it."""
         now = utcnow()
@@ -104,11 +106,13 @@ class JobStore:
             "video_fid": video_fid,
             "mp3_fid": None,
             "options": dict(options),
+            "callback_url": callback_url,
             "created_at": now,
             "updated_at": now,
             "started_at": None,
             "finished_at": None,
             "notified_at": None,
+            "webhook_done_at": None,
         }
         with translate_errors("creating a job"):
             self._jobs.insert_one(job)
@@ -237,6 +241,43 @@ class JobStore:
             self._jobs.update_one(
                 {"_id": job_id},
                 {"$set": {"notified_at": utcnow(), "notify_lease_until": None}},
+            )
+
+    def claim_webhook(self, job_id: str, *, lease: timedelta) -> dict[str, Any] | None:
+        """Claim the right to call a finished job's webhook; None if done or being done."""
+        now = utcnow()
+        with translate_errors("claiming a webhook"):
+            return self._jobs.find_one_and_update(
+                {
+                    "_id": job_id,
+                    "webhook_done_at": None,
+                    "$or": [
+                        {"webhook_lease_until": {"$exists": False}},
+                        {"webhook_lease_until": None},
+                        {"webhook_lease_until": {"$lt": now}},
+                    ],
+                },
+                {"$set": {"webhook_lease_until": now + lease}},
+                return_document=pymongo.ReturnDocument.AFTER,
+            )
+
+    def release_webhook(self, job_id: str) -> None:
+        """Give up a webhook claim so a retry can take it at once."""
+        with translate_errors("releasing a webhook"):
+            self._jobs.update_one({"_id": job_id}, {"$set": {"webhook_lease_until": None}})
+
+    def mark_webhook_done(self, job_id: str, *, outcome: str) -> None:
+        """Record that the job's webhook was delivered, or refused for good (``outcome``)."""
+        with translate_errors("recording a webhook"):
+            self._jobs.update_one(
+                {"_id": job_id},
+                {
+                    "$set": {
+                        "webhook_done_at": utcnow(),
+                        "webhook_lease_until": None,
+                        "webhook_outcome": outcome,
+                    }
+                },
             )
 
     def delete(self, job_id: str) -> bool:

@@ -102,3 +102,10 @@ def registry() -> CollectorRegistry:
 def exposition() -> tuple[bytes, str]:
     """Return the current metrics in Prometheus' text format, and its content type."""
     return generate_latest(registry()), CONTENT_TYPE_LATEST
+
+
+WEBHOOKS = Counter(
+    "video2mp3_webhooks_total",
+    "Webhook calls by outcome: delivered, refused (for good) or failed (will retry).",
+    ["outcome"],
+)

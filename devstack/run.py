@@ -64,9 +64,22 @@ def resolve_env(environ: Mapping[str, str], run_dir: Path) -> dict[str, str]:
         "HEALTH_HOST": "127.0.0.1",
     }
     env = {**defaults, **environ}
+    if "WEBHOOK_SECRET" not in environ:
+        env["WEBHOOK_SECRET"] = _run_secret(run_dir / "webhook-secret")
+    # Callback receivers in development usually listen on this machine.
+    env.setdefault("WEBHOOK_ALLOW_PRIVATE", "true")
     if "JWT_PRIVATE_KEY" not in environ and "JWT_PRIVATE_KEY_FILE" not in environ:
         env["JWT_PRIVATE_KEY_FILE"] = str(run_dir / "jwt-private.pem")
     return env
+
+
+def _run_secret(path: Path) -> str:
+    """Return the secret kept in ``path``, making it on first use (readable by its owner)."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_urlsafe(24))
+        path.chmod(0o600)
+    return path.read_text().strip()
 
 
 def auth_cli(env: Mapping[str, str], *args: str, stdin: str | None = None) -> str:
@@ -148,11 +161,7 @@ def prepare_auth(env: Mapping[str, str], run_dir: Path) -> None:
 
 def demo_user(env: Mapping[str, str], run_dir: Path) -> tuple[str, str]:
     """Create (or refresh) the demo user and return its credentials."""
-    password_file = run_dir / "demo-password"
-    if not password_file.exists():
-        password_file.write_text(secrets.token_urlsafe(12))
-        password_file.chmod(0o600)
-    password = password_file.read_text().strip()
+    password = _run_secret(run_dir / "demo-password")
     auth_cli(env, "create-user", DEMO_EMAIL, "--password-stdin", stdin=password + "\n")
     return DEMO_EMAIL, password
 

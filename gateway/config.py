@@ -32,6 +32,7 @@ class Config:
     max_content_length: int = DEFAULT_MAX_CONTENT_LENGTH
     public_url: str = "http://127.0.0.1:8000"
     trusted_proxies: int = 0
+    webhook_allow_private: bool = False
     environment: str = "development"
     logging: LoggingConfig = field(default_factory=LoggingConfig)
 
@@ -66,4 +67,5 @@ class Config:
             max_content_length=env.size("MAX_CONTENT_LENGTH", DEFAULT_MAX_CONTENT_LENGTH),
             public_url=public_url,
             trusted_proxies=env.int("TRUSTED_PROXIES", 0, minimum=0, maximum=10),
+            webhook_allow_private=env.bool("WEBHOOK_ALLOW_PRIVATE", False),
         )

@@ -20,6 +20,7 @@ from common.logs import log_context
 from common.options import InvalidOption, Options
 from common.storage import CHUNK_SIZE, FileNotFound
 from common.web import ApiError
+from common.webhooks import InvalidCallback, check_callback_url
 from gateway.identity import current_user
 from gateway.services import services
 from gateway.uploads import receive_upload
@@ -29,6 +30,7 @@ log = logging.getLogger(__name__)
 bp = Blueprint("gateway", __name__)
 
 MAX_PAGE_SIZE = 100
+CALLBACK_FIELD = "callback_url"
 
 
 def _not_found(what: str = "job") -> ApiError:
@@ -70,8 +72,9 @@ def upload() -> tuple[Response, int, dict[str, str]]:
                 filename, {"owner": owner, "job_id": job_id}
             ),
             max_bytes=limit,
-            check_fields=_output_options,
+            check_fields=_check_fields,
         )
+        callback_url = received.fields.pop(CALLBACK_FIELD, "") or None
         options = Options.from_dict(received.fields).to_dict()
         try:
             job = svc.jobs.create(
@@ -81,6 +84,7 @@ def upload() -> tuple[Response, int, dict[str, str]]:
                 filename=received.filename,
                 size=received.size,
                 options=options,
+                callback_url=callback_url,
             )
             svc.publisher.publish(
                 svc.config.video_queue,
@@ -129,16 +133,24 @@ def _counting_upload() -> Iterator[None]:
     metrics.UPLOADS.labels("accepted").inc()
 
 
-def _output_options(fields: dict[str, str]) -> Options:
-    """Validate the upload's text fields as output options.
+def _check_fields(fields: dict[str, str]) -> None:
+    """Validate the upload's text fields: output options and an optional callback URL.
 
     Raises:
-        ApiError: 400 ``invalid_option`` naming the field.
+        ApiError: 400 ``invalid_option`` naming the field, or ``invalid_callback_url``.
     """
+    callback_url = fields.pop(CALLBACK_FIELD, "")
     try:
-        return Options.from_dict(fields)
+        Options.from_dict(fields)
     except InvalidOption as exc:
         raise ApiError(400, "invalid_option", str(exc), extra={"field": exc.field}) from None
+    if callback_url:
+        try:
+            check_callback_url(callback_url, allow_private=services().config.webhook_allow_private)
+        except InvalidCallback as exc:
+            raise ApiError(
+                400, "invalid_callback_url", str(exc), extra={"field": CALLBACK_FIELD}
+            ) from None
 
 
 def _forget_upload(job_id: str, video_fid: Any) -> None:

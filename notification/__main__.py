@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import logging
 
 from common.jobs import JobStore
@@ -11,8 +10,9 @@ from common.messaging import Consumer
 from common.storage import Storage
 from common.worker import run_worker
 from notification.config import Config
-from notification.handler import handle
+from notification.handler import Notifier
 from notification.mailer import Mailer
+from notification.webhook import WebhookSender
 
 log = logging.getLogger("notification")
 
@@ -22,21 +22,25 @@ def main() -> None:
     config = Config.from_env()
     configure_logging("notification", config.logging)
     storage = Storage(config.mongo)
-    handler = functools.partial(
-        handle,
+    notifier = Notifier(
         jobs=JobStore(storage.client, config.mongo),
         mailer=Mailer(config.smtp),
+        webhooks=WebhookSender(
+            config.webhook_secret,
+            allow_private=config.webhook_allow_private,
+            timeout=config.webhook_timeout,
+        ),
         mail_from=config.smtp.mail_from,
         public_url=config.public_url,
     )
     consumer = Consumer(
         config.rabbit,
         config.mp3_queue,
-        handler,
+        notifier.handle,
         name="notification",
         max_attempts=config.max_attempts,
         on_give_up=lambda message, error: log.error(
-            "could not email about job %s; the message is in %s.dead: %s",
+            "could not tell the owner of job %s; the message is in %s.dead: %s",
             (message or {}).get("job_id"),
             config.mp3_queue,
             error,

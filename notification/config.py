@@ -60,6 +60,9 @@ class Config:
     health_host: str = "127.0.0.1"
     health_port: int = 9102
     max_attempts: int = 8
+    webhook_secret: str | None = field(default=None, repr=False)
+    webhook_allow_private: bool = False
+    webhook_timeout: float = 10.0
     environment: str = "development"
     logging: LoggingConfig = field(default_factory=LoggingConfig)
 
@@ -72,11 +75,18 @@ class Config:
         """
         env = Env(environ)
         smtp = SmtpConfig.from_env(env)
+        webhook_secret = env.optional("WEBHOOK_SECRET")
+        secrets = {"WEBHOOK_SECRET": webhook_secret}
+        if smtp.user:
+            secrets["SMTP_PASSWORD"] = smtp.password
         return cls(
-            **pipeline_settings(env, secrets={"SMTP_PASSWORD": smtp.password} if smtp.user else {}),
+            **pipeline_settings(env, secrets=secrets),
             **worker_settings(env, port_variable="NOTIFICATION_PORT", default_port=9102),
             smtp=smtp,
             mp3_queue=env.str("MP3_QUEUE", "mp3"),
             public_url=env.str("PUBLIC_URL", "http://127.0.0.1:8000").rstrip("/"),
             max_attempts=env.int("NOTIFY_MAX_ATTEMPTS", 8, minimum=1, maximum=100),
+            webhook_secret=webhook_secret,
+            webhook_allow_private=env.bool("WEBHOOK_ALLOW_PRIVATE", False),
+            webhook_timeout=env.float("WEBHOOK_TIMEOUT", 10.0, minimum=0.5),
         )

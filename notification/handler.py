@@ -1,4 +1,10 @@
-"""Handle one message from the mp3 queue: email the job's owner exactly once."""
+"""Handle one message from the mp3 queue: tell the job's owner, exactly once each way.
+
+The owner gets one email per job and, if the upload named a ``callback_url``,
+one webhook call. Each is claimed with a lease before it is attempted and
+recorded after, so a redelivered message repeats neither, and a worker that
+dies mid-way only delays it.
+"""
 
 from __future__ import annotations
 
@@ -8,17 +14,19 @@ from typing import Any
 
 from common import metrics
 from common.errors import PermanentError, TransientError
-from common.jobs import JobStore
+from common.jobs import JobStore, public_view
 from common.messaging import Delivery
 from notification.emails import compose
 from notification.mailer import Mailer
+from notification.webhook import WebhookSender
 
 log = logging.getLogger(__name__)
 
 # Longer than one send can take: a claim older than this belonged to a worker
-# that died mid-send, and the job's email is sent again.
+# that died mid-send, and the job's email (or webhook) is sent again.
 CLAIM_LEASE = timedelta(minutes=2)
 REQUIRED_FIELDS = ("job_id", "username", "status")
+WEBHOOK_EVENT = "job.finished"
 
 
 def validate(message: dict[str, Any]) -> None:
@@ -36,45 +44,88 @@ def validate(message: dict[str, Any]) -> None:
         raise PermanentError("a done mp3 message lacks its mp3_fid")
 
 
-def handle(
-    message: dict[str, Any],
-    delivery: Delivery,
-    *,
-    jobs: JobStore,
-    mailer: Mailer,
-    mail_from: str,
-    public_url: str,
-) -> None:
-    """Email the owner of the job in ``message`` unless that was already done.
+class Notifier:
+    """Email owners of finished jobs and call their webhooks."""
 
-    Raises:
-        PermanentError: the message is malformed.
-        TransientError: MongoDB or the SMTP server is unavailable; retry later.
-    """
-    validate(message)
-    job_id = message["job_id"]
-    job = jobs.get(job_id)
-    if job is None:
-        log.info("job %s was deleted; no email", job_id)
-        return
-    if job.get("notified_at") is not None:
-        log.info("owner of job %s was already told (delivery attempt %d)", job_id, delivery.attempt)
-        return
-    if jobs.claim_notification(job_id, lease=CLAIM_LEASE) is None:
-        raise TransientError(f"another worker is emailing about job {job_id}")
-    email = compose(message, mail_from=mail_from, public_url=public_url)
-    try:
-        mailer.send(email)
-    except PermanentError as exc:
-        # A bad address stays bad: record the job as handled and move on.
-        log.warning("mail server refused the email for job %s for good: %s", job_id, exc)
-        metrics.EMAILS.labels("refused").inc()
-        jobs.mark_notified(job_id)
-        return
-    except TransientError:
-        metrics.EMAILS.labels("failed").inc()
-        jobs.release_notification(job_id)
-        raise
-    metrics.EMAILS.labels("sent").inc()
-    jobs.mark_notified(job_id)
-    log.info("emailed %s about job %s (%s)", message["username"], job_id, message["status"])
+    def __init__(
+        self,
+        *,
+        jobs: JobStore,
+        mailer: Mailer,
+        webhooks: WebhookSender,
+        mail_from: str,
+        public_url: str,
+    ) -> None:
+        self._jobs = jobs
+        self._mailer = mailer
+        self._webhooks = webhooks
+        self._mail_from = mail_from
+        self._public_url = public_url
+
+    def handle(self, message: dict[str, Any], delivery: Delivery) -> None:
+        """Email the owner of the job in ``message`` and call its webhook, unless done already.
+
+        Raises:
+            PermanentError: the message is malformed.
+            TransientError: MongoDB, the SMTP server or the webhook receiver is unavailable.
+        """
+        validate(message)
+        job_id = message["job_id"]
+        job = self._jobs.get(job_id)
+        if job is None:
+            log.info("job %s was deleted; nobody to tell", job_id)
+            return
+        if job.get("notified_at") is None:
+            self._email(message)
+        else:
+            log.info("owner of job %s was already emailed (attempt %d)", job_id, delivery.attempt)
+        if job.get("callback_url") and job.get("webhook_done_at") is None:
+            self._call_webhook(job)
+
+    def _email(self, message: dict[str, Any]) -> None:
+        job_id = message["job_id"]
+        if self._jobs.claim_notification(job_id, lease=CLAIM_LEASE) is None:
+            raise TransientError(f"another worker is emailing about job {job_id}")
+        email = compose(message, mail_from=self._mail_from, public_url=self._public_url)
+        try:
+            self._mailer.send(email)
+        except PermanentError as exc:
+            # A bad address stays bad: record the job as handled and move on.
+            log.warning("mail server refused the email for job %s for good: %s", job_id, exc)
+            metrics.EMAILS.labels("refused").inc()
+            self._jobs.mark_notified(job_id)
+            return
+        except TransientError:
+            metrics.EMAILS.labels("failed").inc()
+            self._jobs.release_notification(job_id)
+            raise
+        metrics.EMAILS.labels("sent").inc()
+        self._jobs.mark_notified(job_id)
+        log.info("emailed %s about job %s (%s)", message["username"], job_id, message["status"])
+
+    def _call_webhook(self, job: dict[str, Any]) -> None:
+        job_id = job["_id"]
+        if self._jobs.claim_webhook(job_id, lease=CLAIM_LEASE) is None:
+            raise TransientError(f"another worker is calling the webhook of job {job_id}")
+        try:
+            status = self._webhooks.send(job["callback_url"], WEBHOOK_EVENT, self._payload(job))
+        except PermanentError as exc:
+            log.warning("webhook of job %s refused for good: %s", job_id, exc)
+            metrics.WEBHOOKS.labels("refused").inc()
+            self._jobs.mark_webhook_done(job_id, outcome=f"refused: {exc}")
+            return
+        except TransientError:
+            metrics.WEBHOOKS.labels("failed").inc()
+            self._jobs.release_webhook(job_id)
+            raise
+        metrics.WEBHOOKS.labels("delivered").inc()
+        self._jobs.mark_webhook_done(job_id, outcome=f"delivered: {status}")
+        log.info("called the webhook of job %s (%d)", job_id, status)
+
+    def _payload(self, job: dict[str, Any]) -> dict[str, Any]:
+        body = public_view(job)
+        body["event"] = WEBHOOK_EVENT
+        body["download_url"] = (
+            f"{self._public_url}/download?fid={body['mp3_fid']}" if body["mp3_fid"] else None
+        )
+        return body

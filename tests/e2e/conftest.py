@@ -27,6 +27,7 @@ from tests.support.tcp_proxy import TcpProxy
 
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024
 ADMIN = ("admin@e2e.test", "admin-password-123")
+WEBHOOK_SECRET = "whsec-e2e-secret"
 
 
 @dataclass
@@ -110,6 +111,8 @@ def system(
         "BIND_HOST": "127.0.0.1",
         "HEALTH_HOST": "127.0.0.1",
         "WEB_CONCURRENCY": "2",
+        "WEBHOOK_SECRET": WEBHOOK_SECRET,
+        "WEBHOOK_ALLOW_PRIVATE": "true",  # the tests' receiver listens on loopback
         **{name: str(port) for name, port in ports.items()},
     }
     overrides = {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import socket
@@ -11,8 +12,10 @@ import requests
 from bson import ObjectId
 
 from common.messaging import Publisher
-from tests.e2e.conftest import MAX_UPLOAD_BYTES
+from common.webhooks import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify_signature
+from tests.e2e.conftest import MAX_UPLOAD_BYTES, WEBHOOK_SECRET
 from tests.support.media import audio_packet_hashes, make_video, probe_duration, truncate
+from tests.support.receiver import WebhookReceiver
 
 
 def upload(system, user, path, *, name=None):
@@ -414,3 +417,46 @@ def test_health_and_readiness(system):
     assert ready.json()["checks"] == {"mongodb": "ok", "rabbitmq": "ok"}
     for port in (system.env["CONVERTER_PORT"], system.env["NOTIFICATION_PORT"]):
         assert requests.get(f"http://127.0.0.1:{port}/ready", timeout=5).status_code == 200
+
+
+def test_a_callback_url_gets_the_signed_finished_job(system, user, mail_sink, tmp_path):
+    receiver = WebhookReceiver()
+    try:
+        with make_video(tmp_path / "hooked.mp4", seconds=1).open("rb") as video:
+            accepted = requests.post(
+                f"{system.gateway}/upload",
+                headers=user.headers,
+                files={"file": ("hooked.mp4", video)},
+                data={"callback_url": receiver.url},
+                timeout=30,
+            )
+        assert accepted.status_code == 202
+        [call] = receiver.wait_for(1)
+    finally:
+        receiver.close()
+    assert verify_signature(
+        WEBHOOK_SECRET.encode(),
+        signature=call.headers[SIGNATURE_HEADER],
+        timestamp=call.headers[TIMESTAMP_HEADER],
+        body=call.body,
+    )
+    payload = json.loads(call.body)
+    assert payload["job_id"] == accepted.json()["job_id"]
+    assert payload["status"] == "done"
+    assert payload["callback_url"] == receiver.url
+    wait_for_mail(mail_sink, user)
+
+
+def test_a_bad_callback_url_is_refused_at_upload(system, user, tmp_path):
+    with make_video(tmp_path / "clip.mp4", seconds=1).open("rb") as video:
+        response = requests.post(
+            f"{system.gateway}/upload",
+            headers=user.headers,
+            files={"file": ("clip.mp4", video)},
+            data={"callback_url": "ftp://example.com/x"},
+            timeout=30,
+        )
+    assert response.status_code == 400
+    assert response.json()["error"] == "invalid_callback_url"
+    assert response.json()["field"] == "callback_url"
+    assert system.videos.jobs.count_documents({"owner": user.email}) == 0

@@ -15,8 +15,9 @@ from common.messaging import Delivery
 from devstack import servers
 from notification.config import SmtpConfig
 from notification.emails import compose
-from notification.handler import handle
+from notification.handler import Notifier
 from notification.mailer import Mailer
+from notification.webhook import WebhookSender
 
 PUBLIC_URL = "http://video2mp3.test"
 
@@ -63,15 +64,18 @@ def finished_job(jobs, *, status="done", owner=None):
     }
 
 
-def run(message, jobs, mailer, attempt=1):
-    handle(
-        message,
-        delivery(attempt),
+def notifier(jobs, mailer, webhooks=None):
+    return Notifier(
         jobs=jobs,
         mailer=mailer,
+        webhooks=webhooks or WebhookSender(None, allow_private=False, timeout=5),
         mail_from="video2mp3@localhost",
         public_url=PUBLIC_URL,
     )
+
+
+def run(message, jobs, mailer, attempt=1):
+    notifier(jobs, mailer).handle(message, delivery(attempt))
 
 
 def test_a_done_job_sends_one_email_with_the_fid_and_link(jobs, mailer, mailbox):
