@@ -149,11 +149,16 @@ class Publisher:
         Raises:
             TransientError: it does not.
         """
-        try:
-            self._channel().connection.process_data_events(time_limit=0)
-        except BROKER_ERRORS as exc:
-            self._drop_connection()
-            raise TransientError(f"RabbitMQ unavailable: {exc!r}") from exc
+        for attempt in (1, 2):
+            try:
+                self._channel().connection.process_data_events(time_limit=0)
+                return
+            except BROKER_ERRORS as exc:
+                # This thread's connection may be a stale one from before an outage;
+                # only a fresh connection failing too says the broker is down.
+                self._drop_connection()
+                if attempt == 2:
+                    raise TransientError(f"RabbitMQ unavailable: {exc!r}") from exc
 
     def close(self) -> None:
         """Close every connection this publisher opened, on any thread."""

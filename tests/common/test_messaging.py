@@ -417,3 +417,15 @@ def test_check_reports_whether_the_broker_answers(proxied_config):
         publisher.check()
     finally:
         publisher.close()
+
+
+def test_check_reconnects_a_connection_left_stale_by_an_outage(proxied_config):
+    config, proxy = proxied_config
+    publisher = Publisher(config, name="test-publisher")
+    try:
+        publisher.check()
+        proxy.drop()  # the broker is fine, this thread's connection is not
+        publisher.check()
+        assert proxy.connection_count == 1
+    finally:
+        publisher.close()
