@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
@@ -11,7 +12,12 @@ from auth_service import cli, db, passwords, throttle, tokens, views
 from auth_service import config as config_module
 from auth_service.config import Config
 from common.logs import configure_logging
-from common.web import install_error_handlers, install_http_metrics, install_request_id
+from common.web import (
+    install_error_handlers,
+    install_http_metrics,
+    install_openapi,
+    install_request_id,
+)
 
 # Requests carry a Basic header or a small JSON document, never uploads.
 MAX_CONTENT_LENGTH = 64 * 1024
@@ -42,6 +48,7 @@ def create_app(config: Config | None = None) -> Flask:
     install_request_id(app)
     install_error_handlers(app)
     install_http_metrics(app)
+    install_openapi(app, Path(__file__).with_name("openapi.yaml"))
     db.init_app(app)
     passwords.init_app(app, config.argon2)
     tokens.init_app(app, config)

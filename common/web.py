@@ -19,9 +19,12 @@ import re
 import time
 import uuid
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
-from flask import Flask, Response, g, jsonify, request
+import swagger_ui_bundle
+import yaml
+from flask import Flask, Response, g, jsonify, request, send_from_directory
 from werkzeug.exceptions import HTTPException
 
 from common import metrics
@@ -166,3 +169,44 @@ def install_http_metrics(app: Flask) -> None:
         return Response(body, content_type=content_type)
 
     app.add_url_rule("/metrics", "metrics", serve_metrics, methods=["GET"])
+
+
+_STATIC = Path(__file__).resolve().parent / "static"
+_DOCS_CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'"
+)
+
+
+def install_openapi(app: Flask, spec_file: Path) -> None:
+    """Serve the service's OpenAPI document at ``/openapi.json`` and Swagger UI at ``/docs``.
+
+    The document is read once, here, so a broken file stops the start instead of a request.
+    """
+    spec = yaml.safe_load(spec_file.read_text())
+    swagger_dir = Path(swagger_ui_bundle.swagger_ui_path)
+    assets = {
+        "swagger-ui.css": swagger_dir,
+        "swagger-ui-bundle.js": swagger_dir,
+        "docs.js": _STATIC,
+    }
+
+    def openapi_json() -> Response:
+        return jsonify(spec)
+
+    def docs() -> Response:
+        response = send_from_directory(_STATIC, "docs.html")
+        response.headers["Content-Security-Policy"] = _DOCS_CSP
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        return response
+
+    def docs_asset(name: str) -> Response:
+        if name not in assets:
+            raise ApiError(404, "not_found", "No such file.")
+        response = send_from_directory(assets[name], name, max_age=3600)
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        return response
+
+    app.add_url_rule("/openapi.json", "openapi", openapi_json, methods=["GET"])
+    app.add_url_rule("/docs", "docs", docs, methods=["GET"])
+    app.add_url_rule("/docs/assets/<name>", "docs_asset", docs_asset, methods=["GET"])

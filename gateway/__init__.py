@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
@@ -10,8 +12,13 @@ from common.logs import configure_logging
 from common.messaging import Publisher
 from common.storage import Storage
 from common.tokens import TokenVerifier
-from common.web import install_error_handlers, install_http_metrics, install_request_id
-from gateway import views
+from common.web import (
+    install_error_handlers,
+    install_http_metrics,
+    install_openapi,
+    install_request_id,
+)
+from gateway import views, web
 from gateway.auth_client import AuthClient
 from gateway.config import Config
 from gateway.services import EXTENSION, Services
@@ -53,5 +60,7 @@ def create_app(config: Config | None = None) -> Flask:
     install_request_id(app)
     install_error_handlers(app)
     install_http_metrics(app)
+    install_openapi(app, Path(__file__).with_name("openapi.yaml"))
     app.register_blueprint(views.bp)
+    app.register_blueprint(web.bp)
     return app
