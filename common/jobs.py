@@ -79,7 +79,8 @@ class JobStore:
             self._jobs.create_index([("owner", 1), ("status", 1), ("created_at", -1)])
             self._jobs.create_index("video_fid")
             self._jobs.create_index("mp3_fid", sparse=True)
-            self._jobs.create_index([("status", 1), ("lease_until", 1)])
+            self._jobs.create_index([("status", 1), ("updated_at", 1)])
+            self._jobs.create_index([("status", 1), ("finished_at", 1)])
 
     def create(
         self,
@@ -153,8 +154,11 @@ class JobStore:
             )
             return list(cursor), total
 
-    def start(self, job_id: str, *, attempt: int) -> dict[str, Any] | None:
-        """Mark a queued (or retried) job processing; None if it is finished or gone."""
+    def start(self, job_id: str) -> dict[str, Any] | None:
+        """Mark a queued (or retried) job processing and count the attempt; None if finished.
+
+        ``attempts`` counts every start, whichever message or redelivery caused it.
+        """
         now = utcnow()
         with translate_errors("starting a job"):
             return self._jobs.find_one_and_update(
@@ -163,10 +167,10 @@ class JobStore:
                     "$set": {
                         "status": PROCESSING,
                         "progress": 0,
-                        "attempts": attempt,
                         "started_at": now,
                         "updated_at": now,
-                    }
+                    },
+                    "$inc": {"attempts": 1},
                 },
                 return_document=pymongo.ReturnDocument.AFTER,
             )
@@ -279,6 +283,29 @@ class JobStore:
                     }
                 },
             )
+
+    def requeue_stale(self, *, idle_for: timedelta) -> dict[str, Any] | None:
+        """Put back one processing job untouched for ``idle_for`` (its worker died); None if none.
+
+        The update is atomic, so of several janitors exactly one takes each job.
+        """
+        now = utcnow()
+        with translate_errors("requeueing a stalled job"):
+            return self._jobs.find_one_and_update(
+                {"status": PROCESSING, "updated_at": {"$lt": now - idle_for}},
+                {"$set": {"status": QUEUED, "progress": 0, "updated_at": now}},
+                return_document=pymongo.ReturnDocument.AFTER,
+            )
+
+    def finished_before(self, moment: datetime, *, limit: int = 100) -> list[dict[str, Any]]:
+        """Return up to ``limit`` jobs that finished before ``moment``, oldest first."""
+        with translate_errors("finding expired jobs"):
+            cursor = (
+                self._jobs.find({"status": {"$in": list(FINISHED)}, "finished_at": {"$lt": moment}})
+                .sort("finished_at", 1)
+                .limit(limit)
+            )
+            return list(cursor)
 
     def delete(self, job_id: str) -> bool:
         """Delete a job record; False if it did not exist."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from datetime import timedelta
 
 from common.jobs import JobStore
 from common.logs import configure_logging
@@ -11,6 +12,7 @@ from common.storage import Storage
 from common.worker import run_worker, wait_for
 from converter.config import Config
 from converter.handler import Converter
+from converter.janitor import Janitor
 
 
 def main() -> None:
@@ -39,6 +41,23 @@ def main() -> None:
         on_give_up=converter.give_up,
         stop_event=stopping,
     )
+    janitor = Janitor(
+        storage=storage,
+        jobs=jobs,
+        publisher=publisher,
+        video_queue=config.video_queue,
+        mp3_queue=config.mp3_queue,
+        stale_after=timedelta(seconds=config.stale_after),
+        retention=timedelta(days=config.retention_days) if config.retention_days else None,
+        max_attempts=config.max_attempts,
+    )
+    threading.Thread(
+        target=janitor.run_forever,
+        args=(stopping,),
+        kwargs={"interval": config.janitor_interval},
+        name="janitor",
+        daemon=True,
+    ).start()
     try:
         run_worker(consumer, health_host=config.health_host, health_port=config.health_port)
     finally:

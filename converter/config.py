@@ -29,6 +29,9 @@ class Config:
     health_port: int = 9101
     max_attempts: int = 5
     startup_timeout: float = 60.0
+    stale_after: float = 1800.0
+    retention_days: float = 30.0
+    janitor_interval: float = 60.0
     environment: str = "development"
     logging: LoggingConfig = field(default_factory=LoggingConfig)
 
@@ -48,4 +51,9 @@ class Config:
             workdir=env.str("CONVERTER_WORKDIR", tempfile.gettempdir()),
             max_attempts=env.int("CONVERT_MAX_ATTEMPTS", 5, minimum=1, maximum=100),
             startup_timeout=env.float("STARTUP_TIMEOUT", 60.0, minimum=0.0),
+            # No progress for this long means the job's worker is gone.
+            stale_after=env.float("STALE_JOB_SECONDS", 1800.0, minimum=10.0),
+            # Finished jobs and their files are deleted after this; 0 keeps them forever.
+            retention_days=env.float("RETENTION_DAYS", 30.0, minimum=0.0),
+            janitor_interval=env.float("JANITOR_INTERVAL_SECONDS", 60.0, minimum=0.1),
         )

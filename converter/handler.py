@@ -84,7 +84,7 @@ class Converter:
         """
         validate(message)
         job_id = message["job_id"]
-        job = self._jobs.start(job_id, attempt=delivery.attempt)
+        job = self._jobs.start(job_id)
         if job is None:
             self._redelivered(job_id)
             return

@@ -54,7 +54,7 @@ def test_other_users_cannot_see_a_job(jobs):
 def test_jobs_are_found_by_video_or_mp3_id(jobs):
     job = make_job(jobs)
     assert jobs.find_by_file(str(job["video_fid"]), "a@example.com")["_id"] == job["_id"]
-    jobs.start(job["_id"], attempt=1)
+    jobs.start(job["_id"])
     mp3_fid = ObjectId()
     jobs.finish(job["_id"], mp3_fid=mp3_fid)
     assert jobs.find_by_file(mp3_fid, "a@example.com")["_id"] == job["_id"]
@@ -63,7 +63,7 @@ def test_jobs_are_found_by_video_or_mp3_id(jobs):
 def test_list_is_newest_first_filtered_and_paged(jobs):
     created = [make_job(jobs)["_id"] for _ in range(5)]
     make_job(jobs, owner="someone-else@example.com")
-    jobs.start(created[0], attempt=1)
+    jobs.start(created[0])
 
     page, total = jobs.list_owned("a@example.com", limit=2, offset=0)
     assert total == 5
@@ -77,7 +77,7 @@ def test_list_is_newest_first_filtered_and_paged(jobs):
 
 def test_lifecycle_queued_processing_done(jobs):
     job = make_job(jobs)
-    started = jobs.start(job["_id"], attempt=1)
+    started = jobs.start(job["_id"])
     assert started["status"] == PROCESSING
     assert started["attempts"] == 1
     jobs.set_progress(job["_id"], 42)
@@ -91,10 +91,10 @@ def test_lifecycle_queued_processing_done(jobs):
 
 def test_finished_jobs_cannot_move_backwards(jobs):
     job = make_job(jobs)
-    jobs.start(job["_id"], attempt=1)
+    jobs.start(job["_id"])
     jobs.finish(job["_id"], mp3_fid=ObjectId())
 
-    assert jobs.start(job["_id"], attempt=2) is None  # a redelivery of a finished job
+    assert jobs.start(job["_id"]) is None  # a redelivery of a finished job
     assert jobs.fail(job["_id"], error="late failure") is False
     assert jobs.finish(job["_id"], mp3_fid=ObjectId()) is False
     jobs.set_progress(job["_id"], 3)
@@ -108,7 +108,7 @@ def test_fail_records_a_reason(jobs):
     failed = jobs.get(job["_id"])
     assert failed["status"] == FAILED
     assert failed["error"] == "the video has no audio track"
-    assert jobs.start(job["_id"], attempt=2) is None
+    assert jobs.start(job["_id"]) is None
 
 
 def test_notification_claims_are_exclusive_and_expire(jobs):

@@ -46,7 +46,7 @@ def finished_job(jobs, *, status="done", owner=None):
         size=10,
         options={},
     )
-    jobs.start(job["_id"], attempt=1)
+    jobs.start(job["_id"])
     mp3_fid = ObjectId()
     if status == "done":
         jobs.finish(job["_id"], mp3_fid=mp3_fid)

@@ -53,7 +53,7 @@ def finished(jobs, callback_url):
         options={},
         callback_url=callback_url,
     )
-    jobs.start(job["_id"], attempt=1)
+    jobs.start(job["_id"])
     mp3_fid = ObjectId()
     jobs.finish(job["_id"], mp3_fid=mp3_fid)
     return {
