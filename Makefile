@@ -16,7 +16,7 @@ SECANTUS_VERSION := 0.7.0b3
 RUN_DIR := .run
 PYTEST_ARGS ?=
 
-.PHONY: help venv tools test lint format run user clean
+.PHONY: help venv tools deploy-tools test lint format run user clean
 
 help: ## show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -39,7 +39,29 @@ venv: $(VENV)/.installed ## create the virtualenv with every service and dev dep
 
 tools: $(SECANTUS_VENV)/.installed ## install the local MongoDB stand-in (SecantusDB)
 
-test: venv tools ## run the whole test suite against real local servers
+# Test tools from Debian's packages, as "command:package": docker-compose checks
+# docker-compose.yml, promtool the Prometheus configs, chromium runs the web page's
+# end-to-end test (kubectl, for kubectl kustomize, comes with the machine image). Installs only what is missing, without
+# recommends (docker-compose's would pull in a Docker engine) and without starting
+# the prometheus daemon (RUNLEVEL=1 keeps invoke-rc.d from it).
+DEPLOY_TOOLS := docker-compose:docker-compose promtool:prometheus chromium:chromium
+
+deploy-tools: ## install test tools from Debian (docker-compose, promtool, chromium)
+	@missing=""; \
+	for tool in $(DEPLOY_TOOLS); do \
+	  command -v "$${tool%%:*}" >/dev/null 2>&1 || missing="$$missing $${tool#*:}"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing from Debian:$$missing"; \
+	    apt-get update -qq && RUNLEVEL=1 DEBIAN_FRONTEND=noninteractive \
+	      apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	  else \
+	    echo "missing:$$missing (sudo apt-get install --no-install-recommends$$missing)" >&2; \
+	  fi; \
+	fi
+
+test: venv tools deploy-tools ## run the whole test suite against real local servers
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: venv ## lint and check formatting

@@ -36,7 +36,7 @@ def create_app(config: Config | None = None) -> Flask:
     configure_logging("auth", config.logging)
     # The connector narrates its plugin loading at INFO on every connection.
     logging.getLogger("mysql.connector").setLevel(logging.WARNING)
-    app = Flask(__name__)
+    app = Flask(__name__, static_folder=None)  # an API: no static files to serve
     app.config["MAX_CONTENT_LENGTH"] = MAX_CONTENT_LENGTH
     if config.trusted_proxies:
         # Each trusted proxy appends one X-Forwarded-For entry; trust that many,

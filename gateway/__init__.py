@@ -36,7 +36,8 @@ def create_app(config: Config | None = None) -> Flask:
     if config is None:
         config = Config.from_env()
     configure_logging("gateway", config.logging)
-    app = Flask(__name__)
+    # No built-in /static route: the web blueprint serves the page's assets itself.
+    app = Flask(__name__, static_folder=None)
     # Werkzeug refuses to read past this, a second guard behind the upload's own check.
     app.config["MAX_CONTENT_LENGTH"] = config.max_content_length
     if config.trusted_proxies:

@@ -92,8 +92,9 @@ def receive_upload(
 ) -> ReceivedUpload:
     """Read a multipart body with exactly one file field named ``file`` into a new sink.
 
-    ``check_fields`` sees the text fields once the body is read, before the file is
-    kept: whatever it raises discards the file.
+    ``check_fields`` sees the text fields sent before the file as the file starts (so
+    a bad option fails before a large file is read), and all of them once the body is
+    read, before the file is kept: whatever it raises discards the file.
 
     Raises:
         ApiError: 400 for a malformed form, no file, several files, an empty
@@ -166,6 +167,9 @@ class _Receiver:
             raise _bad("invalid_upload", "Send exactly one file per upload.")
         self._part = event
         self._filename = clean_filename(event.filename)
+        if self._check_fields is not None and self._fields:
+            # Fields sent before the file are checked now, before the file is read.
+            self._check_fields(dict(self._fields))
 
     def _start_field(self, event: Field) -> None:
         if event.name == FILE_FIELD:

@@ -51,20 +51,20 @@ def login() -> Response:
 @bp.post("/upload")
 def upload() -> tuple[Response, int, dict[str, str]]:
     """Store one uploaded video, record its job and queue it for conversion."""
-    owner = current_user().subject
     svc = services()
-    limit = svc.config.max_content_length
-    if request.content_length is not None and request.content_length > limit:
-        raise ApiError(413, "too_large", f"The upload exceeds the {limit}-byte limit.")
-    mimetype, params = parse_options_header(request.headers.get("Content-Type", ""))
-    if mimetype != "multipart/form-data" or not params.get("boundary"):
-        raise ApiError(
-            400,
-            "invalid_upload",
-            "Send the video as multipart/form-data with one field named 'file'.",
-        )
     job_id = new_job_id()
     with log_context(job_id=job_id), _counting_upload():
+        owner = current_user().subject
+        limit = svc.config.max_content_length
+        if request.content_length is not None and request.content_length > limit:
+            raise ApiError(413, "too_large", f"The upload exceeds the {limit}-byte limit.")
+        mimetype, params = parse_options_header(request.headers.get("Content-Type", ""))
+        if mimetype != "multipart/form-data" or not params.get("boundary"):
+            raise ApiError(
+                400,
+                "invalid_upload",
+                "Send the video as multipart/form-data with one field named 'file'.",
+            )
         received = receive_upload(
             request.stream,
             params["boundary"].encode("latin-1"),

@@ -63,13 +63,13 @@ def mysql_server() -> Iterator[MySQLServer]:
         user=os.environ.get("TEST_MYSQL_USER", "root"),
         password=os.environ.get("TEST_MYSQL_PASSWORD", ""),
     )
-    system = servers.mariadb(server.host, server.port)
+    local = servers.mariadb(server.host, server.port)
     try:
-        system.ensure()
+        local.ensure()
     except servers.ServerUnavailable as exc:
         unavailable(str(exc))
     yield server
-    system.stop_if_started()
+    local.stop_if_started()
 
 
 @pytest.fixture
@@ -90,13 +90,13 @@ def rabbitmq_config() -> Iterator[RabbitConfig]:
     """Reuse the machine's RabbitMQ, starting it if it is down."""
     host = os.environ.get("TEST_RABBITMQ_HOST", "127.0.0.1")
     port = int(os.environ.get("TEST_RABBITMQ_PORT", "5672"))
-    system = servers.rabbitmq(host, port)
+    local = servers.rabbitmq(host, port)
     try:
-        system.ensure()
+        local.ensure()
     except servers.ServerUnavailable as exc:
         unavailable(str(exc))
     yield RabbitConfig(url=f"amqp://guest:guest@{host}:{port}/%2F")
-    system.stop_if_started()
+    local.stop_if_started()
 
 
 @pytest.fixture
@@ -165,3 +165,8 @@ def storage(mongo_config: MongoConfig) -> Iterator[Storage]:
     store = Storage(mongo_config)
     yield store
     store.close()
+
+
+# The running system (four services as processes) and its users; defined apart
+# because they are long, imported here so that one stack serves every directory.
+from tests.support.system import make_user, system, user  # noqa: E402, F401

@@ -74,9 +74,10 @@
     el.message.append(span, close);
   }
 
-  function showNotice(text, { sticky = false } = {}) {
+  function showNotice(text, { sticky = false, warning = false } = {}) {
     clearTimeout(noticeTimer);
     el.notice.textContent = text || "";
+    el.notice.classList.toggle("warning", warning);
     if (text && !sticky) noticeTimer = setTimeout(() => (el.notice.textContent = ""), 8000);
   }
 
@@ -362,6 +363,8 @@
         showUploadProgress(file.size, file.size);
         showNotice(`Uploaded ${file.name}. Converting it now.`);
         chooseFile(null);
+        // A title names one recording; the other options often suit the next file too.
+        $("opt-title").value = "";
         refreshJobs();
       } else if (xhr.status === 401) {
         endSession("Your session has ended. Log in again.");
@@ -460,7 +463,10 @@
     if (!before || before === job.status || !ACTIVE.has(before)) return;
     const name = job.filename || "Your file";
     if (job.status === "done") showNotice(`${name} is converted: the MP3 is ready to download.`);
-    if (job.status === "failed") showNotice(`${name} could not be converted.`);
+    if (job.status === "failed") {
+      const reason = job.error ? `: ${job.error}` : ".";
+      showNotice(`${name} could not be converted${reason}`, { warning: true });
+    }
   }
 
   function part(tag, className, parent) {

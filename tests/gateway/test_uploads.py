@@ -167,3 +167,19 @@ def test_huge_filenames_are_shortened_keeping_the_extension():
     cleaned = clean_filename("a" * 5000 + ".webm")
     assert len(cleaned) <= 200
     assert cleaned.endswith(".webm")
+
+
+def test_fields_sent_before_the_file_are_checked_before_it_is_read():
+    seen = []
+
+    def check(fields):
+        seen.append(dict(fields))
+        if fields.get("bitrate") == "7":
+            raise ApiError(400, "invalid_option", "bad bitrate")
+
+    body = multipart(("bitrate", None, b"7"), ("file", "a.mp4", MP4_HEAD * 1000))
+    with pytest.raises(ApiError):
+        receive_upload(
+            io.BytesIO(body), BOUNDARY, open_sink=MemorySink, max_bytes=10**7, check_fields=check
+        )
+    assert seen == [{"bitrate": "7"}]  # refused as the file started, not after reading it

@@ -1,5 +1,7 @@
 """The whole system as separate processes, talked to over HTTP the way a user does.
 
+Its fixtures are registered in tests/conftest.py for every test directory.
+
 One stack per session (starting four services costs seconds); every test
 works as its own freshly created user, so tests cannot see each other's
 jobs, files or mail.

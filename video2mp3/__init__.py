@@ -1,0 +1,14 @@
+"""The video2mp3 command-line client: log in, convert videos, follow jobs, download MP3s.
+
+It talks to a video2mp3 gateway over HTTP only, so it installs on its own
+(``pip install 'video2mp3[cli]'``) on any machine that can reach the server.
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("video2mp3")
+except PackageNotFoundError:  # running from a source tree that was never installed
+    __version__ = "0+unknown"

@@ -1,0 +1,342 @@
+"""The gateway's HTTP API, as Python calls; the only module that talks to the server.
+
+Every failure comes out as a ``ClientError`` with a one-line message:
+``ApiError`` when the server answered with an error (its JSON ``error`` code,
+``message`` and, for a refused option, ``field``), ``AuthenticationError`` for
+a 401, ``ConnectionFailed`` when the server cannot be reached or the
+connection breaks, ``InvalidServer`` for a URL that cannot be used.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import mimetypes
+import re
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import PurePosixPath, PureWindowsPath
+from types import TracebackType
+from typing import Any, BinaryIO
+from urllib.parse import quote, unquote
+
+import requests
+
+from video2mp3 import __version__
+from video2mp3.multipart import MultipartUpload
+
+CONNECT_TIMEOUT = 10.0
+READ_TIMEOUT = 120.0
+DOWNLOAD_CHUNK_SIZE = 256 * 1024
+_ERRNO_REASON = re.compile(r"\[Errno -?\d+\] ([^'\"\)]+)")
+
+
+class ClientError(Exception):
+    """Something went wrong talking to the server; ``str()`` says what in one line."""
+
+
+class InvalidServer(ClientError):
+    """The server URL cannot be used."""
+
+
+class ConnectionFailed(ClientError):
+    """The server could not be reached, did not answer in time, or the connection broke."""
+
+
+class ApiError(ClientError):
+    """The server answered with an error."""
+
+    def __init__(self, status: int, code: str, message: str, body: Mapping[str, Any]) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.body = dict(body)
+
+    @property
+    def field(self) -> str | None:
+        """Return the form field the server refused, if it named one."""
+        field = self.body.get("field")
+        return str(field) if field else None
+
+
+class AuthenticationError(ApiError):
+    """The server refused the credentials or the token (401)."""
+
+
+@dataclass(frozen=True)
+class Login:
+    """A fresh token and how many seconds it is good for."""
+
+    token: str
+    expires_in: int
+
+
+class Download:
+    """An MP3 on its way from the server: its name, its size, its bytes."""
+
+    def __init__(self, response: requests.Response, server: str) -> None:
+        self._response = response
+        self._server = server
+        self.filename = filename_from_disposition(response.headers.get("Content-Disposition"))
+        length = response.headers.get("Content-Length", "")
+        self.size: int | None = int(length) if length.isdigit() else None
+
+    def chunks(self) -> Iterator[bytes]:
+        """Yield the body a piece at a time.
+
+        Raises:
+            ConnectionFailed: the connection broke or stalled.
+        """
+        with _translate_errors(self._server, READ_TIMEOUT):
+            yield from self._response.iter_content(DOWNLOAD_CHUNK_SIZE)
+
+    def close(self) -> None:
+        """Release the connection."""
+        self._response.close()
+
+    def __enter__(self) -> Download:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class Client:
+    """Talk to one video2mp3 gateway, optionally with a bearer token."""
+
+    def __init__(self, server: str, token: str | None = None) -> None:
+        self.server = server.rstrip("/")
+        self._session = requests.Session()
+        self._session.headers["User-Agent"] = f"video2mp3-cli/{__version__}"
+        self._session.headers["Accept"] = "application/json"
+        if token:
+            self._session.headers["Authorization"] = f"Bearer {token}"
+
+    def close(self) -> None:
+        """Close the connections."""
+        self._session.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def login(self, email: str, password: str) -> Login:
+        """Exchange an email and password for a token.
+
+        Raises:
+            AuthenticationError: wrong or missing credentials.
+            ApiError, ConnectionFailed, InvalidServer: see the module.
+        """
+        body = self._json("POST", "/login", auth=(email, password))
+        try:
+            return Login(token=str(body["token"]), expires_in=int(body["expires_in"]))
+        except (KeyError, TypeError, ValueError):
+            raise self._unexpected("/login", 200) from None
+
+    def upload(
+        self,
+        file: BinaryIO,
+        *,
+        filename: str,
+        size: int,
+        options: Mapping[str, str] | None = None,
+        on_progress: Callable[[int], None] | None = None,
+    ) -> dict[str, Any]:
+        """Stream one video to the server with its output options; return the accepted job.
+
+        Raises:
+            ApiError: 400 (with ``field`` for a refused option), 413, 415, 503, ...
+            AuthenticationError, ConnectionFailed, InvalidServer: see the module.
+            multipart.FileChanged: the file shrank while it was being read.
+        """
+        content_type = mimetypes.guess_type(filename)[0] or "application/octet-stream"
+        body = MultipartUpload(
+            file,
+            filename=filename,
+            size=size,
+            fields=options,
+            content_type=content_type,
+            on_progress=on_progress,
+        )
+        return self._json(
+            "POST",
+            "/upload",
+            data=body,
+            headers={"Content-Type": body.content_type},
+            expect=("job_id",),
+        )
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        """Return one of the caller's jobs.
+
+        Raises:
+            ApiError: 404 for unknown ids and other people's jobs.
+        """
+        return self._json("GET", f"/jobs/{quote(job_id, safe='')}", expect=("job_id", "status"))
+
+    def jobs(
+        self, *, status: str | None = None, limit: int = 20, offset: int = 0
+    ) -> dict[str, Any]:
+        """Return a page of the caller's jobs, newest first: ``{jobs, total, limit, offset}``."""
+        params: dict[str, str | int] = {"limit": limit, "offset": offset}
+        if status:
+            params["status"] = status
+        return self._json("GET", "/jobs", params=params, expect=("jobs",))
+
+    def delete_job(self, job_id: str) -> None:
+        """Delete one of the caller's jobs with its video and MP3.
+
+        Raises:
+            ApiError: 404 for unknown ids and other people's jobs.
+        """
+        self._send("DELETE", f"/jobs/{quote(job_id, safe='')}").close()
+
+    def download(self, fid: str) -> Download:
+        """Start downloading an MP3 by its id or its video's id; close the result when done.
+
+        Raises:
+            ApiError: 404 unknown file; 409 ``not_ready`` (``status`` in the body).
+        """
+        return Download(
+            self._send("GET", "/download", params={"fid": fid}, stream=True), self.server
+        )
+
+    def _json(
+        self, method: str, path: str, *, expect: tuple[str, ...] = (), **kwargs: Any
+    ) -> dict[str, Any]:
+        """Send a request and return its JSON object, which must have the ``expect`` keys."""
+        response = self._send(method, path, **kwargs)
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if not isinstance(body, dict) or any(key not in body for key in expect):
+            raise self._unexpected(path, response.status_code)
+        return body
+
+    def _send(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        """Send a request and return the response if it is a success.
+
+        Raises:
+            ApiError, AuthenticationError: the server answered with an error.
+            ConnectionFailed, InvalidServer: see the module.
+        """
+        with _translate_errors(self.server, READ_TIMEOUT):
+            response = self._session.request(
+                method,
+                f"{self.server}{path}",
+                timeout=(CONNECT_TIMEOUT, READ_TIMEOUT),
+                **kwargs,
+            )
+        if response.ok:
+            return response
+        with response:
+            raise _api_error(response)
+
+    def _unexpected(self, path: str, status: int) -> ApiError:
+        return ApiError(
+            status,
+            "unexpected_response",
+            f"{self.server}{path} did not answer like a video2mp3 server (HTTP {status}); "
+            "check the server URL.",
+            {},
+        )
+
+
+def _api_error(response: requests.Response) -> ApiError:
+    """Build the error for a failed response from its JSON body (or its status line)."""
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if not isinstance(body, dict):
+        body = {}
+    status = response.status_code
+    code = str(body.get("error") or f"http_{status}")
+    message = str(body.get("message") or f"The server answered {status} {response.reason}.")
+    retry_after = response.headers.get("Retry-After", "")
+    if status == 429 and retry_after.isdigit():
+        message = f"{message.rstrip('.')}; try again in {retry_after} s."
+    error_type = AuthenticationError if status == 401 else ApiError
+    return error_type(status, code, message, body)
+
+
+@contextlib.contextmanager
+def _translate_errors(server: str, read_timeout: float) -> Iterator[None]:
+    """Turn requests' exceptions into ``ConnectionFailed`` / ``InvalidServer``."""
+    try:
+        yield
+    except (requests.exceptions.InvalidURL, requests.exceptions.InvalidSchema) as exc:
+        raise InvalidServer(f"Invalid server URL {server!r}: {exc}") from None
+    except requests.exceptions.MissingSchema:
+        raise InvalidServer(
+            f"Invalid server URL {server!r}: it needs http:// or https://"
+        ) from None
+    except requests.exceptions.ConnectTimeout:
+        raise ConnectionFailed(f"Cannot reach the server at {server}: timed out") from None
+    except requests.exceptions.ReadTimeout:
+        raise ConnectionFailed(
+            f"The server at {server} did not answer within {read_timeout:g} s."
+        ) from None
+    except requests.exceptions.SSLError as exc:
+        raise ConnectionFailed(f"TLS with {server} failed: {_reason(exc)}") from None
+    except requests.exceptions.ChunkedEncodingError:
+        raise ConnectionFailed(f"The connection to {server} broke during the transfer.") from None
+    except requests.ConnectionError as exc:
+        raise ConnectionFailed(f"Cannot reach the server at {server}: {_reason(exc)}") from None
+    except requests.RequestException as exc:
+        raise ConnectionFailed(f"Talking to {server} failed: {_reason(exc)}") from None
+
+
+def _reason(exc: BaseException) -> str:
+    """Return the operating system's short reason buried in a requests exception."""
+    match = _ERRNO_REASON.search(str(exc))
+    if match:
+        return match.group(1).strip().lower()
+    text = str(exc)
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
+_DISPOSITION_EXTENDED = re.compile(r"filename\*\s*=\s*([^']*)'[^']*'([^;]+)", re.IGNORECASE)
+_DISPOSITION_QUOTED = re.compile(r'filename\s*=\s*"((?:[^"\\]|\\.)*)"', re.IGNORECASE)
+_DISPOSITION_TOKEN = re.compile(r"filename\s*=\s*([^\s;\"]+)", re.IGNORECASE)
+_UNSAFE_CHARS = re.compile(r'[\x00-\x1f\x7f<>:"|?*\\/]+')
+
+
+def filename_from_disposition(value: str | None, default: str = "audio.mp3") -> str:
+    """Return a safe local file name from a Content-Disposition header.
+
+    ``filename*`` (RFC 6266, UTF-8) wins over ``filename``; any directory part,
+    control or reserved character and leading dot is removed, so the name
+    cannot point outside the download directory or hide itself.
+    """
+    name = ""
+    if value:
+        extended = _DISPOSITION_EXTENDED.search(value)
+        quoted = _DISPOSITION_QUOTED.search(value)
+        token = _DISPOSITION_TOKEN.search(value)
+        if extended:
+            charset = extended.group(1).strip() or "utf-8"
+            try:
+                name = unquote(extended.group(2).strip(), encoding=charset, errors="replace")
+            except LookupError:
+                name = unquote(extended.group(2).strip())
+        elif quoted:
+            name = re.sub(r"\\(.)", r"\1", quoted.group(1))
+        elif token:
+            name = token.group(1)
+    name = PureWindowsPath(PurePosixPath(name).name).name
+    name = _UNSAFE_CHARS.sub("_", name).strip().lstrip(".").strip()
+    return name[:200] or default

@@ -1,0 +1,142 @@
+"""Where the client finds its server and keeps its login.
+
+The token lives in the user's config directory
+(``$XDG_CONFIG_HOME/video2mp3/credentials.json``, else
+``~/.config/video2mp3/credentials.json``), readable by the user alone (0600 in
+a 0700 directory), together with the server it is good for and when it
+expires. The server is, in order: ``--server``, ``$VIDEO2MP3_URL``, the server
+of the last login, ``http://127.0.0.1:8000``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+DEFAULT_SERVER = "http://127.0.0.1:8000"
+SERVER_ENV = "VIDEO2MP3_URL"
+APP_DIR = "video2mp3"
+CREDENTIALS_FILE = "credentials.json"
+
+
+class ConfigError(Exception):
+    """The stored login cannot be read or written."""
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """A login: the bearer token, who it is for, where it works and until when."""
+
+    server: str
+    email: str
+    token: str
+    expires_at: float  # seconds since the epoch
+
+    def expired(self, now: float | None = None) -> bool:
+        """Tell whether the token's lifetime is over."""
+        return (time.time() if now is None else now) >= self.expires_at
+
+
+def config_dir(environ: Mapping[str, str] | None = None) -> Path:
+    """Return the client's directory under the user's config home."""
+    environ = os.environ if environ is None else environ
+    base = environ.get("XDG_CONFIG_HOME", "")
+    # The XDG spec says to ignore a relative path here.
+    home = Path(base) if base and Path(base).is_absolute() else Path.home() / ".config"
+    return home / APP_DIR
+
+
+def credentials_path(environ: Mapping[str, str] | None = None) -> Path:
+    """Return where the login is stored."""
+    return config_dir(environ) / CREDENTIALS_FILE
+
+
+def normalize_server(url: str) -> str:
+    """Return ``url`` with a scheme (http:// when none is given) and no trailing slash."""
+    url = url.strip()
+    if "://" not in url:
+        url = f"http://{url}"
+    return url.rstrip("/")
+
+
+def resolve_server(
+    flag: str | None,
+    stored: Credentials | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> str:
+    """Pick the server: the flag, then the environment, then the last login's, then the default."""
+    environ = os.environ if environ is None else environ
+    for candidate in (flag, environ.get(SERVER_ENV), stored.server if stored else None):
+        if candidate:
+            return normalize_server(candidate)
+    return DEFAULT_SERVER
+
+
+def load_credentials(path: Path | None = None) -> Credentials | None:
+    """Return the stored login, or None when there is none.
+
+    Raises:
+        ConfigError: the file exists but is unreadable or not a login.
+    """
+    path = path or credentials_path()
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+        return Credentials(
+            server=str(raw["server"]),
+            email=str(raw["email"]),
+            token=str(raw["token"]),
+            expires_at=float(raw["expires_at"]),
+        )
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(
+            f"Cannot read the stored login in {path} ({exc}); "
+            "run 'video2mp3 logout' and log in again."
+        ) from None
+
+
+def save_credentials(credentials: Credentials, path: Path | None = None) -> Path:
+    """Store the login readable by the user alone, replacing any earlier one; return the path.
+
+    Raises:
+        ConfigError: the file cannot be written.
+    """
+    path = path or credentials_path()
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        # Created 0600 from the start, so the token is never readable by others, even briefly.
+        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(descriptor, "w", encoding="utf-8") as file:
+            if hasattr(os, "fchmod"):  # not on Windows before Python 3.13
+                os.fchmod(file.fileno(), 0o600)
+            json.dump(asdict(credentials), file, indent=2)
+            file.write("\n")
+        os.replace(temporary, path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            temporary.unlink()
+        raise ConfigError(f"Cannot store the login in {path}: {exc.strerror or exc}") from None
+    return path
+
+
+def forget_credentials(path: Path | None = None) -> bool:
+    """Delete the stored login; return whether there was one.
+
+    Raises:
+        ConfigError: the file exists but cannot be deleted.
+    """
+    path = path or credentials_path()
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        return False
+    except OSError as exc:
+        raise ConfigError(f"Cannot delete the login in {path}: {exc.strerror or exc}") from None
+    return True
