@@ -23,6 +23,12 @@ from common.storage import parse_object_id, translate_errors
 QUEUED, PROCESSING, DONE, FAILED = "queued", "processing", "done", "failed"
 STATUSES = (QUEUED, PROCESSING, DONE, FAILED)
 FINISHED = (DONE, FAILED)
+EMAIL, WEBHOOK = "email", "webhook"
+# How the owner is told about a finished job: (done-at field, claim-lease field).
+_DELIVERIES = {
+    EMAIL: ("notified_at", "notify_lease_until"),
+    WEBHOOK: ("webhook_done_at", "webhook_lease_until"),
+}
 
 
 def utcnow() -> datetime:
@@ -212,76 +218,42 @@ class JobStore:
             )
         return result.modified_count == 1
 
-    def claim_notification(self, job_id: str, *, lease: timedelta) -> dict[str, Any] | None:
-        """Claim the right to notify about a finished job; None if sent or being sent.
+    def claim(self, job_id: str, kind: str, *, lease: timedelta) -> dict[str, Any] | None:
+        """Claim the right to tell the owner about a job by ``kind`` (email or webhook).
 
-        A claim whose lease ran out (its holder died mid-send) can be claimed
-        again, so a crash costs at worst a late email, never a lost one.
+        None if that was done already or another worker holds a live claim. A claim
+        whose lease ran out (its holder died mid-send) can be claimed again, so a
+        crash costs at worst a late message, never a lost one.
         """
+        done, lease_field = _DELIVERIES[kind]
         now = utcnow()
-        with translate_errors("claiming a notification"):
+        with translate_errors(f"claiming the {kind} of a job"):
             return self._jobs.find_one_and_update(
                 {
                     "_id": job_id,
-                    "notified_at": None,
+                    done: None,
                     "$or": [
-                        {"notify_lease_until": {"$exists": False}},
-                        {"notify_lease_until": None},
-                        {"notify_lease_until": {"$lt": now}},
+                        {lease_field: {"$exists": False}},
+                        {lease_field: None},
+                        {lease_field: {"$lt": now}},
                     ],
                 },
-                {"$set": {"notify_lease_until": now + lease}},
+                {"$set": {lease_field: now + lease}},
                 return_document=pymongo.ReturnDocument.AFTER,
             )
 
-    def release_notification(self, job_id: str) -> None:
-        """Give up a notification claim so a retry can take it at once."""
-        with translate_errors("releasing a notification"):
-            self._jobs.update_one({"_id": job_id}, {"$set": {"notify_lease_until": None}})
+    def release(self, job_id: str, kind: str) -> None:
+        """Give up a claim so a retry can take it at once."""
+        with translate_errors(f"releasing the {kind} of a job"):
+            self._jobs.update_one({"_id": job_id}, {"$set": {_DELIVERIES[kind][1]: None}})
 
-    def mark_notified(self, job_id: str) -> None:
-        """Record that the user was told about this job."""
-        with translate_errors("recording a notification"):
+    def mark_delivered(self, job_id: str, kind: str, *, outcome: str) -> None:
+        """Record that the owner was told by ``kind``, or that it failed for good (``outcome``)."""
+        done, lease_field = _DELIVERIES[kind]
+        with translate_errors(f"recording the {kind} of a job"):
             self._jobs.update_one(
                 {"_id": job_id},
-                {"$set": {"notified_at": utcnow(), "notify_lease_until": None}},
-            )
-
-    def claim_webhook(self, job_id: str, *, lease: timedelta) -> dict[str, Any] | None:
-        """Claim the right to call a finished job's webhook; None if done or being done."""
-        now = utcnow()
-        with translate_errors("claiming a webhook"):
-            return self._jobs.find_one_and_update(
-                {
-                    "_id": job_id,
-                    "webhook_done_at": None,
-                    "$or": [
-                        {"webhook_lease_until": {"$exists": False}},
-                        {"webhook_lease_until": None},
-                        {"webhook_lease_until": {"$lt": now}},
-                    ],
-                },
-                {"$set": {"webhook_lease_until": now + lease}},
-                return_document=pymongo.ReturnDocument.AFTER,
-            )
-
-    def release_webhook(self, job_id: str) -> None:
-        """Give up a webhook claim so a retry can take it at once."""
-        with translate_errors("releasing a webhook"):
-            self._jobs.update_one({"_id": job_id}, {"$set": {"webhook_lease_until": None}})
-
-    def mark_webhook_done(self, job_id: str, *, outcome: str) -> None:
-        """Record that the job's webhook was delivered, or refused for good (``outcome``)."""
-        with translate_errors("recording a webhook"):
-            self._jobs.update_one(
-                {"_id": job_id},
-                {
-                    "$set": {
-                        "webhook_done_at": utcnow(),
-                        "webhook_lease_until": None,
-                        "webhook_outcome": outcome,
-                    }
-                },
+                {"$set": {done: utcnow(), lease_field: None, f"{kind}_outcome": outcome}},
             )
 
     def requeue_stale(self, *, idle_for: timedelta) -> dict[str, Any] | None:

@@ -14,7 +14,7 @@ from typing import Any
 
 from common import metrics
 from common.errors import PermanentError, TransientError
-from common.jobs import JobStore, public_view
+from common.jobs import EMAIL, WEBHOOK, JobStore, public_view
 from common.messaging import Delivery
 from notification.emails import compose
 from notification.mailer import Mailer
@@ -84,7 +84,7 @@ class Notifier:
 
     def _email(self, message: dict[str, Any]) -> None:
         job_id = message["job_id"]
-        if self._jobs.claim_notification(job_id, lease=CLAIM_LEASE) is None:
+        if self._jobs.claim(job_id, EMAIL, lease=CLAIM_LEASE) is None:
             raise TransientError(f"another worker is emailing about job {job_id}")
         email = compose(message, mail_from=self._mail_from, public_url=self._public_url)
         try:
@@ -93,33 +93,33 @@ class Notifier:
             # A bad address stays bad: record the job as handled and move on.
             log.warning("mail server refused the email for job %s for good: %s", job_id, exc)
             metrics.EMAILS.labels("refused").inc()
-            self._jobs.mark_notified(job_id)
+            self._jobs.mark_delivered(job_id, EMAIL, outcome=f"refused: {exc}")
             return
         except TransientError:
             metrics.EMAILS.labels("failed").inc()
-            self._jobs.release_notification(job_id)
+            self._jobs.release(job_id, EMAIL)
             raise
         metrics.EMAILS.labels("sent").inc()
-        self._jobs.mark_notified(job_id)
+        self._jobs.mark_delivered(job_id, EMAIL, outcome="sent")
         log.info("emailed %s about job %s (%s)", message["username"], job_id, message["status"])
 
     def _call_webhook(self, job: dict[str, Any]) -> None:
         job_id = job["_id"]
-        if self._jobs.claim_webhook(job_id, lease=CLAIM_LEASE) is None:
+        if self._jobs.claim(job_id, WEBHOOK, lease=CLAIM_LEASE) is None:
             raise TransientError(f"another worker is calling the webhook of job {job_id}")
         try:
             status = self._webhooks.send(job["callback_url"], WEBHOOK_EVENT, self._payload(job))
         except PermanentError as exc:
             log.warning("webhook of job %s refused for good: %s", job_id, exc)
             metrics.WEBHOOKS.labels("refused").inc()
-            self._jobs.mark_webhook_done(job_id, outcome=f"refused: {exc}")
+            self._jobs.mark_delivered(job_id, WEBHOOK, outcome=f"refused: {exc}")
             return
         except TransientError:
             metrics.WEBHOOKS.labels("failed").inc()
-            self._jobs.release_webhook(job_id)
+            self._jobs.release(job_id, WEBHOOK)
             raise
         metrics.WEBHOOKS.labels("delivered").inc()
-        self._jobs.mark_webhook_done(job_id, outcome=f"delivered: {status}")
+        self._jobs.mark_delivered(job_id, WEBHOOK, outcome=f"delivered: {status}")
         log.info("called the webhook of job %s (%d)", job_id, status)
 
     def _payload(self, job: dict[str, Any]) -> dict[str, Any]:

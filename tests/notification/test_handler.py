@@ -10,7 +10,7 @@ from aiosmtpd.smtp import AuthResult
 from bson import ObjectId
 
 from common.errors import PermanentError, TransientError
-from common.jobs import JobStore, new_job_id
+from common.jobs import EMAIL, JobStore, new_job_id
 from common.messaging import Delivery
 from devstack import servers
 from notification.config import SmtpConfig
@@ -128,7 +128,7 @@ def test_smtp_down_is_transient_and_frees_the_claim(jobs, mailbox):
 
 def test_an_email_claimed_by_a_live_worker_is_retried_later(jobs, mailer, mailbox):
     message = finished_job(jobs)
-    jobs.claim_notification(message["job_id"], lease=timedelta(minutes=5))
+    jobs.claim(message["job_id"], EMAIL, lease=timedelta(minutes=5))
     with pytest.raises(TransientError, match="another worker"):
         run(message, jobs, mailer)
     assert mailbox.messages(to=message["username"]) == []
