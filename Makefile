@@ -64,9 +64,10 @@ deploy-tools: ## install test tools from Debian (docker-compose, promtool, chrom
 test: venv tools deploy-tools ## run the whole test suite against real local servers
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-lint: venv ## lint and check formatting
+lint: venv ## lint, check formatting and scan for security issues
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/bandit -q -c pyproject.toml -r .
 
 format: venv ## apply ruff's formatting and safe fixes
 	$(VENV)/bin/ruff format .

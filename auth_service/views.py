@@ -76,7 +76,7 @@ def login() -> Response:
     log.info("user %s logged in from %s", user.id, _client_address())
     response = jsonify(
         token=issued.token,
-        token_type="Bearer",  # noqa: S106 - the OAuth token type, not a secret
+        token_type="Bearer",  # noqa: S106 - the OAuth token type, not a secret  # nosec B106
         expires_in=issued.expires_in,
     )
     # RFC 6749 §5.1: responses carrying tokens must not be cached.

@@ -38,7 +38,7 @@ def gunicorn_settings(
     """Return gunicorn's settings for ``service`` listening on ``$port_variable``."""
     env = Env(environ)
     logging_config = LoggingConfig.from_env(env)
-    host = env.str("BIND_HOST", "0.0.0.0")  # noqa: S104 - containers are reached from outside
+    host = env.str("BIND_HOST", "0.0.0.0")  # noqa: S104 - reached from outside the container
     port = env.int(port_variable, default_port, minimum=1, maximum=65535)
     return {
         "bind": f"{host}:{port}",

@@ -88,7 +88,7 @@ def connection_parameters(config: RabbitConfig, name: str) -> pika.URLParameters
 def backoff_delay(attempt: int, *, base: float, cap: float) -> float:
     """Return a jittered exponential delay for the given 1-based attempt, at most ``cap``."""
     ceiling = min(cap, base * 2 ** max(attempt - 1, 0))
-    return ceiling * random.uniform(0.5, 1.0)  # noqa: S311 - jitter, not cryptography
+    return ceiling * random.uniform(0.5, 1.0)  # noqa: S311 - jitter, not cryptography  # nosec B311
 
 
 class Publisher:

@@ -27,7 +27,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import IO, Any
+from typing import IO, Any, cast
 
 import imageio_ffmpeg
 from moviepy.video.io.ffmpeg_reader import FFmpegInfosParser
@@ -369,20 +369,20 @@ def _run_ffmpeg(
         )
     except OSError as exc:
         raise TransientError(f"cannot run ffmpeg: {exc}") from exc
-    assert process.stdout is not None
-    assert process.stderr is not None
+    # Both are pipes: Popen was asked for them above.
+    stdout, stderr = cast(IO[bytes], process.stdout), cast(IO[bytes], process.stderr)
     stderr_tail: collections.deque[str] = collections.deque(maxlen=_STDERR_LINES_KEPT)
     finished = threading.Event()
     helpers: list[threading.Thread] = []
     try:
         # Progress arrives on stdout, read here; stderr must be drained
         # alongside or a chatty ffmpeg blocks on a full pipe.
-        helpers.append(_thread(_collect_lines, process.stderr, stderr_tail, name="ffmpeg-stderr"))
+        helpers.append(_thread(_collect_lines, stderr, stderr_tail, name="ffmpeg-stderr"))
         if cancel is not None:
             helpers.append(
                 _thread(_kill_on_cancel, process, cancel, finished, name="ffmpeg-cancel")
             )
-        out_time = _follow_progress(process.stdout, expected, on_progress)
+        out_time = _follow_progress(stdout, expected, on_progress)
         returncode = process.wait()
     finally:
         finished.set()
@@ -391,8 +391,8 @@ def _run_ffmpeg(
             process.wait()
         for helper in helpers:
             helper.join()
-        process.stdout.close()
-        process.stderr.close()
+        stdout.close()
+        stderr.close()
     _raise_for_exit(returncode, list(stderr_tail), paths, cancel)
     return out_time
 

@@ -29,7 +29,7 @@ log = logging.getLogger("devstack")
 
 DEMO_EMAIL = "demo@video2mp3.local"
 # A shell filter, shown in the walk-through, that prints the token of a login answer.
-TOKEN_FILTER = """python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])'"""  # noqa: S105
+TOKEN_FILTER = """python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])'"""  # noqa: S105  # nosec B105
 
 
 def resolve_env(environ: Mapping[str, str], run_dir: Path) -> dict[str, str]:
@@ -45,7 +45,6 @@ def resolve_env(environ: Mapping[str, str], run_dir: Path) -> dict[str, str]:
         "MYSQL_HOST": "127.0.0.1",
         "MYSQL_PORT": "3306",
         "MYSQL_USER": "root",
-        "MYSQL_PASSWORD": "",
         "MYSQL_DB": "auth",
         "MONGO_URI": "mongodb://127.0.0.1:27017/",
         "RABBITMQ_URL": "amqp://guest:guest@127.0.0.1:5672/%2F",

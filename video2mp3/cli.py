@@ -295,7 +295,7 @@ def _read_password(*, from_stdin: bool) -> str:
         try:
             password = getpass.getpass("Password: ", stream=sys.stderr)
         except EOFError:
-            password = ""
+            password = ""  # nosec B105
     if not password:
         raise CommandError("no password given", EXIT_USAGE)
     return password
