@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 
 from common.jobs import JobStore
 from common.logs import configure_logging
@@ -32,6 +33,7 @@ def main() -> None:
         ),
         mail_from=config.smtp.mail_from,
         public_url=config.public_url,
+        claim_lease=timedelta(seconds=config.claim_lease),
     )
     consumer = Consumer(
         config.rabbit,

@@ -63,6 +63,7 @@ class Config:
     webhook_secret: str | None = field(default=None, repr=False)
     webhook_allow_private: bool = False
     webhook_timeout: float = 10.0
+    claim_lease: float = 120.0
     environment: str = "development"
     logging: LoggingConfig = field(default_factory=LoggingConfig)
 
@@ -89,4 +90,5 @@ class Config:
             webhook_secret=webhook_secret,
             webhook_allow_private=env.bool("WEBHOOK_ALLOW_PRIVATE", False),
             webhook_timeout=env.float("WEBHOOK_TIMEOUT", 10.0, minimum=0.5),
+            claim_lease=env.float("NOTIFY_CLAIM_LEASE_SECONDS", 120.0, minimum=1.0),
         )

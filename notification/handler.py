@@ -22,9 +22,6 @@ from notification.webhook import WebhookSender
 
 log = logging.getLogger(__name__)
 
-# Longer than one send can take: a claim older than this belonged to a worker
-# that died mid-send, and the job's email (or webhook) is sent again.
-CLAIM_LEASE = timedelta(minutes=2)
 REQUIRED_FIELDS = ("job_id", "username", "status")
 WEBHOOK_EVENT = "job.finished"
 
@@ -55,12 +52,16 @@ class Notifier:
         webhooks: WebhookSender,
         mail_from: str,
         public_url: str,
+        claim_lease: timedelta = timedelta(minutes=2),
     ) -> None:
         self._jobs = jobs
         self._mailer = mailer
         self._webhooks = webhooks
         self._mail_from = mail_from
         self._public_url = public_url
+        # Longer than one send can take: a claim older than this belonged to a worker
+        # that died mid-send, and the job's email (or webhook) is sent again.
+        self._claim_lease = claim_lease
 
     def handle(self, message: dict[str, Any], delivery: Delivery) -> None:
         """Email the owner of the job in ``message`` and call its webhook, unless done already.
@@ -84,7 +85,7 @@ class Notifier:
 
     def _email(self, message: dict[str, Any]) -> None:
         job_id = message["job_id"]
-        if self._jobs.claim(job_id, EMAIL, lease=CLAIM_LEASE) is None:
+        if self._jobs.claim(job_id, EMAIL, lease=self._claim_lease) is None:
             raise TransientError(f"another worker is emailing about job {job_id}")
         email = compose(message, mail_from=self._mail_from, public_url=self._public_url)
         try:
@@ -105,7 +106,7 @@ class Notifier:
 
     def _call_webhook(self, job: dict[str, Any]) -> None:
         job_id = job["_id"]
-        if self._jobs.claim(job_id, WEBHOOK, lease=CLAIM_LEASE) is None:
+        if self._jobs.claim(job_id, WEBHOOK, lease=self._claim_lease) is None:
             raise TransientError(f"another worker is calling the webhook of job {job_id}")
         try:
             status = self._webhooks.send(job["callback_url"], WEBHOOK_EVENT, self._payload(job))

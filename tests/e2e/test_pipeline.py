@@ -308,11 +308,11 @@ def test_uploads_while_the_broker_is_unreachable_get_503_and_leave_nothing(
     system, user, mail_sink, tmp_path
 ):
     source = make_video(tmp_path / "outage.mp4", seconds=1)
-    system.broker_proxy.refuse()
+    system.proxies["broker"].refuse()
     try:
         response = upload(system, user, source)
     finally:
-        system.broker_proxy.accept()
+        system.proxies["broker"].accept()
     assert response.status_code == 503
     assert response.json()["error"] == "service_unavailable"
     assert system.videos.jobs.count_documents({"owner": user.email}) == 0

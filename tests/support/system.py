@@ -14,7 +14,9 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import pymongo
 import pytest
@@ -34,14 +36,19 @@ WEBHOOK_SECRET = "whsec-e2e-secret"
 
 @dataclass
 class System:
-    """Where the running system is, plus handles the tests use to inspect or break it."""
+    """Where the running system is, plus handles the tests use to inspect or break it.
+
+    Every dependency (broker, MongoDB, MySQL, SMTP) is reached through its own
+    ``TcpProxy`` in ``proxies``, so a test can cut one for all four services
+    while the real server stays up for everything else.
+    """
 
     stack: Stack
     gateway: str
     auth: str
     env: dict[str, str]
     mongo: pymongo.MongoClient
-    broker_proxy: TcpProxy
+    proxies: dict[str, TcpProxy]
     admin_token: str
 
     @property
@@ -60,12 +67,22 @@ def login(base_url: str, email: str, password: str) -> str:
     return response.json()["token"]
 
 
-@pytest.fixture(scope="session")
-def system(
-    tmp_path_factory, mysql_server, rabbitmq_config, mongo_uri, mail_sink
+def _host_port(address: str) -> tuple[str, int]:
+    host, port = address.rsplit(":", 1)
+    return host, int(port)
+
+
+@contextmanager
+def running_system(
+    run_dir: Path,
+    *,
+    mysql_server,
+    rabbitmq_config,
+    mongo_uri: str,
+    mail_sink,
+    extra_env: dict[str, str] | None = None,
 ) -> Iterator[System]:
     """Start auth, gateway, converter and notification against the test servers."""
-    run_dir = tmp_path_factory.mktemp("stack")
     key_path = run_dir / "jwt.pem"
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     key_path.write_bytes(
@@ -82,15 +99,19 @@ def system(
         name: servers.free_port()
         for name in ("AUTH_PORT", "GATEWAY_PORT", "CONVERTER_PORT", "NOTIFICATION_PORT")
     }
-    broker_host, broker_port = rabbitmq_config.url.split("@", 1)[1].split("/", 1)[0].split(":")
-    broker_proxy = TcpProxy(broker_host, int(broker_port))
+    proxies = {
+        "broker": TcpProxy(*_host_port(rabbitmq_config.url.split("@", 1)[1].split("/", 1)[0])),
+        "mongo": TcpProxy(*_host_port(mongo_uri.removeprefix("mongodb://").rstrip("/"))),
+        "mysql": TcpProxy(mysql_server.host, mysql_server.port),
+        "smtp": TcpProxy(mail_sink.host, mail_sink.port),
+    }
     env = {
         "PATH": os.environ.get("PATH", ""),
         "HOME": os.environ.get("HOME", str(run_dir)),
         "APP_ENV": "test",
         "LOG_FORMAT": "text",
-        "MYSQL_HOST": mysql_server.host,
-        "MYSQL_PORT": str(mysql_server.port),
+        "MYSQL_HOST": "127.0.0.1",
+        "MYSQL_PORT": str(proxies["mysql"].port),
         "MYSQL_USER": mysql_server.user,
         "MYSQL_PASSWORD": mysql_server.password,
         "MYSQL_DB": database,
@@ -99,31 +120,29 @@ def system(
         "ARGON2_MEMORY_KIB": "8192",
         "LOGIN_RATE_LIMIT_CLIENT": "1000/minute",
         "LOGIN_RATE_LIMIT_ACCOUNT": "1000/minute",
-        "MONGO_URI": mongo_uri,
+        "MONGO_URI": f"mongodb://127.0.0.1:{proxies['mongo'].port}/",
+        "MONGO_TIMEOUT_MS": "2000",
         "MONGO_VIDEOS_DB": f"videos_{suffix}",
         "MONGO_MP3S_DB": f"mp3s_{suffix}",
-        "RABBITMQ_URL": rabbitmq_config.url,
+        "RABBITMQ_URL": f"amqp://guest:guest@127.0.0.1:{proxies['broker'].port}/%2F",
         "VIDEO_QUEUE": f"e2e-{suffix}.video",
         "MP3_QUEUE": f"e2e-{suffix}.mp3",
         "AUTH_SVC_ADDRESS": f"127.0.0.1:{ports['AUTH_PORT']}",
         "PUBLIC_URL": f"http://127.0.0.1:{ports['GATEWAY_PORT']}",
         "MAX_CONTENT_LENGTH": str(MAX_UPLOAD_BYTES),
-        "SMTP_HOST": mail_sink.host,
-        "SMTP_PORT": str(mail_sink.port),
+        "SMTP_HOST": "127.0.0.1",
+        "SMTP_PORT": str(proxies["smtp"].port),
         "BIND_HOST": "127.0.0.1",
         "HEALTH_HOST": "127.0.0.1",
         "WEB_CONCURRENCY": "2",
         "WEBHOOK_SECRET": WEBHOOK_SECRET,
         "WEBHOOK_ALLOW_PRIVATE": "true",  # the tests' receiver listens on loopback
         **{name: str(port) for name, port in ports.items()},
+        **(extra_env or {}),
     }
     overrides = {
         "auth": {"TRUSTED_PROXIES": "1", "PROMETHEUS_MULTIPROC_DIR": str(run_dir / "metrics-auth")},
-        "gateway": {
-            # The gateway reaches the broker through a proxy the tests can cut.
-            "RABBITMQ_URL": f"amqp://guest:guest@127.0.0.1:{broker_proxy.port}/%2F",
-            "PROMETHEUS_MULTIPROC_DIR": str(run_dir / "metrics-gateway"),
-        },
+        "gateway": {"PROMETHEUS_MULTIPROC_DIR": str(run_dir / "metrics-gateway")},
     }
     stack = Stack(env, run_dir / "logs", overrides=overrides)
     admin = mysql_server.connect()
@@ -140,20 +159,36 @@ def system(
             auth=f"http://127.0.0.1:{ports['AUTH_PORT']}",
             env=env,
             mongo=mongo,
-            broker_proxy=broker_proxy,
+            proxies=proxies,
             admin_token=login(gateway, *ADMIN),
         )
     except StackError as exc:
         pytest.fail(f"{exc}\n{_logs(stack)}", pytrace=False)
     finally:
         stack.stop()
-        broker_proxy.close()
+        for proxy in proxies.values():
+            proxy.close()
         purge_queues(rabbitmq_config, [env["VIDEO_QUEUE"], env["MP3_QUEUE"]])
         for name in (env["MONGO_VIDEOS_DB"], env["MONGO_MP3S_DB"]):
             mongo.drop_database(name)
         mongo.close()
         admin.cursor().execute(f"DROP DATABASE IF EXISTS `{database}`")
         admin.close()
+
+
+@pytest.fixture(scope="session")
+def system(
+    tmp_path_factory, mysql_server, rabbitmq_config, mongo_uri, mail_sink
+) -> Iterator[System]:
+    """The whole system, shared by the session's end-to-end tests."""
+    with running_system(
+        tmp_path_factory.mktemp("stack"),
+        mysql_server=mysql_server,
+        rabbitmq_config=rabbitmq_config,
+        mongo_uri=mongo_uri,
+        mail_sink=mail_sink,
+    ) as running:
+        yield running
 
 
 def _auth_cli(env: dict[str, str], *args: str) -> None:
@@ -189,23 +224,24 @@ class User:
         return {"Authorization": f"Bearer {self.token}"}
 
 
+def new_user(system: System) -> User:
+    """Create a user through auth's admin API and log it in through the gateway."""
+    email = f"user-{uuid.uuid4().hex[:10]}@e2e.test"
+    password = f"pw-{uuid.uuid4().hex}"
+    response = requests.post(
+        f"{system.auth}/users",
+        json={"email": email, "password": password},
+        headers={"Authorization": f"Bearer {system.admin_token}"},
+        timeout=30,
+    )
+    assert response.status_code == 201, response.text
+    return User(email, password, login(system.gateway, email, password))
+
+
 @pytest.fixture
 def make_user(system) -> Callable[[], User]:
-    """Create users through auth's admin API and log them in through the gateway."""
-
-    def make() -> User:
-        email = f"user-{uuid.uuid4().hex[:10]}@e2e.test"
-        password = f"pw-{uuid.uuid4().hex}"
-        response = requests.post(
-            f"{system.auth}/users",
-            json={"email": email, "password": password},
-            headers={"Authorization": f"Bearer {system.admin_token}"},
-            timeout=30,
-        )
-        assert response.status_code == 201, response.text
-        return User(email, password, login(system.gateway, email, password))
-
-    return make
+    """Hand out fresh users of the session's system."""
+    return lambda: new_user(system)
 
 
 @pytest.fixture

@@ -1,0 +1,47 @@
+"""A system of its own for fault injection, so kills and outages disturb no other test.
+
+Every dependency sits behind a TCP proxy (``system.proxies``), the services run
+as separate processes (``system.stack`` kills and restarts them), and timings
+are shortened so that recovery happens within the test's bounds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.support.system import System, User, new_user, running_system
+
+FAST_RECOVERY = {
+    # Workers retry transient faults for longer than any outage below lasts.
+    "CONVERT_MAX_ATTEMPTS": "30",
+    "NOTIFY_MAX_ATTEMPTS": "30",
+    "RABBITMQ_DELIVERY_LIMIT": "60",
+    # The janitor looks every second and calls a job stalled after 10 s without progress.
+    "JANITOR_INTERVAL_SECONDS": "1",
+    "STALE_JOB_SECONDS": "10",
+    "NOTIFY_CLAIM_LEASE_SECONDS": "5",
+}
+
+
+@pytest.fixture(scope="module")
+def fault_system(
+    tmp_path_factory, mysql_server, rabbitmq_config, mongo_uri, mail_sink
+) -> Iterator[System]:
+    """Start a system that the module's tests may break."""
+    with running_system(
+        tmp_path_factory.mktemp("faults"),
+        mysql_server=mysql_server,
+        rabbitmq_config=rabbitmq_config,
+        mongo_uri=mongo_uri,
+        mail_sink=mail_sink,
+        extra_env=FAST_RECOVERY,
+    ) as system:
+        yield system
+
+
+@pytest.fixture
+def fault_user(fault_system) -> User:
+    """A fresh user of the fault system."""
+    return new_user(fault_system)
