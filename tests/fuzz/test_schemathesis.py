@@ -63,4 +63,4 @@ def test_the_api_never_fails_and_keeps_its_promises(system, fuzz_user, service):
     base = system.gateway if service == "gateway" else system.auth
     sent = fuzz(f"{base}/openapi.json", fuzz_user.headers)
     assert sent >= 50
-    print(f"{service}: {sent} generated requests, no server error, all as documented")  # noqa: T201
+    print(f"{service}: {sent} generated requests, no server error, all as documented")
