@@ -50,6 +50,7 @@ class System:
     mongo: pymongo.MongoClient
     proxies: dict[str, TcpProxy]
     admin_token: str
+    signing_key: rsa.RSAPrivateKey
 
     @property
     def videos(self) -> pymongo.database.Database:
@@ -161,6 +162,7 @@ def running_system(
             mongo=mongo,
             proxies=proxies,
             admin_token=login(gateway, *ADMIN),
+            signing_key=key,
         )
     except StackError as exc:
         pytest.fail(f"{exc}\n{_logs(stack)}", pytrace=False)
