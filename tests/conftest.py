@@ -169,4 +169,4 @@ def storage(mongo_config: MongoConfig) -> Iterator[Storage]:
 
 # The running system (four services as processes) and its users; defined apart
 # because they are long, imported here so that one stack serves every directory.
-from tests.support.system import make_user, system, user  # noqa: E402, F401
+from tests.support.system import make_user, start_system, system, user  # noqa: E402, F401

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.support.system import System, User, new_user, running_system
+from tests.support.system import System, User, new_user
 
 FAST_RECOVERY = {
     # Workers retry transient faults for longer than any outage below lasts.
@@ -26,18 +26,9 @@ FAST_RECOVERY = {
 
 
 @pytest.fixture(scope="module")
-def fault_system(
-    tmp_path_factory, mysql_server, rabbitmq_config, mongo_uri, mail_sink
-) -> Iterator[System]:
+def fault_system(start_system) -> Iterator[System]:
     """Start a system that the module's tests may break."""
-    with running_system(
-        tmp_path_factory.mktemp("faults"),
-        mysql_server=mysql_server,
-        rabbitmq_config=rabbitmq_config,
-        mongo_uri=mongo_uri,
-        mail_sink=mail_sink,
-        extra_env=FAST_RECOVERY,
-    ) as system:
+    with start_system("faults", FAST_RECOVERY) as system:
         yield system
 
 

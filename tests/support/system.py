@@ -9,12 +9,12 @@ jobs, files or mail.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,7 +73,7 @@ def _host_port(address: str) -> tuple[str, int]:
     return host, int(port)
 
 
-@contextmanager
+@contextlib.contextmanager
 def running_system(
     run_dir: Path,
     *,
@@ -179,17 +179,28 @@ def running_system(
 
 
 @pytest.fixture(scope="session")
-def system(
+def start_system(
     tmp_path_factory, mysql_server, rabbitmq_config, mongo_uri, mail_sink
-) -> Iterator[System]:
+) -> Callable[..., contextlib.AbstractContextManager[System]]:
+    """Return a function that starts a system on the session's servers (a context manager)."""
+
+    def start(name: str, extra_env: dict[str, str] | None = None):
+        return running_system(
+            tmp_path_factory.mktemp(name),
+            mysql_server=mysql_server,
+            rabbitmq_config=rabbitmq_config,
+            mongo_uri=mongo_uri,
+            mail_sink=mail_sink,
+            extra_env=extra_env,
+        )
+
+    return start
+
+
+@pytest.fixture(scope="session")
+def system(start_system) -> Iterator[System]:
     """The whole system, shared by the session's end-to-end tests."""
-    with running_system(
-        tmp_path_factory.mktemp("stack"),
-        mysql_server=mysql_server,
-        rabbitmq_config=rabbitmq_config,
-        mongo_uri=mongo_uri,
-        mail_sink=mail_sink,
-    ) as running:
+    with start_system("stack") as running:
         yield running
 
 
