@@ -9,13 +9,14 @@ dies mid-way only delays it.
 from __future__ import annotations
 
 import logging
+import time
 from datetime import timedelta
 from typing import Any
 
 from common import metrics
 from common.errors import PermanentError, TransientError
 from common.jobs import EMAIL, WEBHOOK, JobStore, public_view
-from common.messaging import Delivery
+from common.messaging import Delivery, backoff_delay
 from notification.emails import compose
 from notification.mailer import Mailer
 from notification.webhook import WebhookSender
@@ -24,6 +25,8 @@ log = logging.getLogger(__name__)
 
 REQUIRED_FIELDS = ("job_id", "username", "status")
 WEBHOOK_EVENT = "job.finished"
+# How long to keep trying to record a delivery that already happened.
+RECORD_PATIENCE_SECONDS = 60.0
 
 
 def validate(message: dict[str, Any]) -> None:
@@ -94,14 +97,14 @@ class Notifier:
             # A bad address stays bad: record the job as handled and move on.
             log.warning("mail server refused the email for job %s for good: %s", job_id, exc)
             metrics.EMAILS.labels("refused").inc()
-            self._jobs.mark_delivered(job_id, EMAIL, outcome=f"refused: {exc}")
+            self._remember(job_id, EMAIL, outcome=f"refused: {exc}")
             return
         except TransientError:
             metrics.EMAILS.labels("failed").inc()
             self._jobs.release(job_id, EMAIL)
             raise
         metrics.EMAILS.labels("sent").inc()
-        self._jobs.mark_delivered(job_id, EMAIL, outcome="sent")
+        self._remember(job_id, EMAIL, outcome="sent")
         log.info("emailed %s about job %s (%s)", message["username"], job_id, message["status"])
 
     def _call_webhook(self, job: dict[str, Any]) -> None:
@@ -113,15 +116,34 @@ class Notifier:
         except PermanentError as exc:
             log.warning("webhook of job %s refused for good: %s", job_id, exc)
             metrics.WEBHOOKS.labels("refused").inc()
-            self._jobs.mark_delivered(job_id, WEBHOOK, outcome=f"refused: {exc}")
+            self._remember(job_id, WEBHOOK, outcome=f"refused: {exc}")
             return
         except TransientError:
             metrics.WEBHOOKS.labels("failed").inc()
             self._jobs.release(job_id, WEBHOOK)
             raise
         metrics.WEBHOOKS.labels("delivered").inc()
-        self._jobs.mark_delivered(job_id, WEBHOOK, outcome=f"delivered: {status}")
+        self._remember(job_id, WEBHOOK, outcome=f"delivered: {status}")
         log.info("called the webhook of job %s (%d)", job_id, status)
+
+    def _remember(self, job_id: str, kind: str, *, outcome: str) -> None:
+        """Record that the owner was told, riding out a short MongoDB outage.
+
+        The message already went out: failing here would retry the whole delivery
+        once the claim lapses and tell the owner twice, so keep trying for a while.
+        """
+        deadline = time.monotonic() + RECORD_PATIENCE_SECONDS
+        attempt = 0
+        while True:
+            try:
+                self._jobs.mark_delivered(job_id, kind, outcome=outcome)
+                return
+            except TransientError:
+                attempt += 1
+                if time.monotonic() >= deadline:
+                    raise
+                log.warning("could not record the %s of job %s yet; retrying", kind, job_id)
+                time.sleep(backoff_delay(attempt, base=0.25, cap=5.0))
 
     def _payload(self, job: dict[str, Any]) -> dict[str, Any]:
         body = public_view(job)

@@ -269,3 +269,22 @@ def test_a_rejected_smtp_login_is_transient(jobs, smtp_with_login):
         run(message, jobs, bad)
     assert received == []
     assert jobs.get(message["job_id"])["notified_at"] is None
+
+
+def test_a_store_hiccup_after_sending_does_not_send_twice(jobs, mailer, mailbox, monkeypatch):
+    message = finished_job(jobs)
+    real_mark = jobs.mark_delivered
+    failures = []
+
+    def flaky_mark(*args, **kwargs):
+        if not failures:
+            failures.append(1)
+            raise TransientError("MongoDB unavailable while recording")
+        return real_mark(*args, **kwargs)
+
+    monkeypatch.setattr(jobs, "mark_delivered", flaky_mark)
+    run(message, jobs, mailer)  # rides out the hiccup instead of failing the delivery
+    run(message, jobs, mailer, attempt=2)
+    assert failures == [1]
+    assert len(mailbox.wait_for(1, to=message["username"], timeout=5)) == 1
+    assert jobs.get(message["job_id"])["notified_at"] is not None
