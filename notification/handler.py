@@ -92,7 +92,11 @@ class Notifier:
             raise TransientError(f"another worker is emailing about job {job_id}")
         email = compose(message, mail_from=self._mail_from, public_url=self._public_url)
         try:
-            self._mailer.send(email)
+            # Recorded the moment the server accepts it: a crash between the two is the
+            # one way an email can go out twice, so that window is kept as small as it gets.
+            self._mailer.send(
+                email, on_accepted=lambda: self._remember(job_id, EMAIL, outcome="sent")
+            )
         except PermanentError as exc:
             # A bad address stays bad: record the job as handled and move on.
             log.warning("mail server refused the email for job %s for good: %s", job_id, exc)
@@ -104,7 +108,6 @@ class Notifier:
             self._jobs.release(job_id, EMAIL)
             raise
         metrics.EMAILS.labels("sent").inc()
-        self._remember(job_id, EMAIL, outcome="sent")
         log.info("emailed %s about job %s (%s)", message["username"], job_id, message["status"])
 
     def _call_webhook(self, job: dict[str, Any]) -> None:

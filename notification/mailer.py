@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import smtplib
 import ssl
+from collections.abc import Callable
 from email.message import EmailMessage
 
 from common.errors import PermanentError, TransientError
@@ -25,8 +26,11 @@ class Mailer:
     def __init__(self, config: SmtpConfig) -> None:
         self._config = config
 
-    def send(self, message: EmailMessage) -> None:
+    def send(self, message: EmailMessage, *, on_accepted: Callable[[], None] | None = None) -> None:
         """Deliver ``message`` to the SMTP server.
+
+        ``on_accepted`` runs the moment the server has accepted the message, before the
+        session is closed, so whoever records the delivery loses as little time as possible.
 
         Raises:
             PermanentError: the server refused the message or its recipient for good.
@@ -37,6 +41,8 @@ class Mailer:
                 if self._config.user:
                     smtp.login(self._config.user, self._config.password or "")
                 refused = smtp.send_message(message)
+                if on_accepted is not None:
+                    on_accepted()
         except smtplib.SMTPRecipientsRefused as exc:
             raise _classify(
                 min(code for code, _ in exc.recipients.values()),
