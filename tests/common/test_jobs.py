@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 
 import pytest
@@ -61,7 +62,10 @@ def test_jobs_are_found_by_video_or_mp3_id(jobs):
 
 
 def test_list_is_newest_first_filtered_and_paged(jobs):
-    created = [make_job(jobs)["_id"] for _ in range(5)]
+    created = []
+    for _ in range(5):
+        created.append(make_job(jobs)["_id"])
+        time.sleep(0.002)  # creation times are kept to the millisecond
     make_job(jobs, owner="someone-else@example.com")
     jobs.start(created[0])
 
