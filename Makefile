@@ -1,6 +1,7 @@
 # video2mp3: every developer and CI entry point. Each target works from a fresh clone.
 #
 #   make test   set up the venv and tools, start what is missing, run the whole suite
+#   make bench  the benchmarks against bare ffmpeg and raw GridFS (docs/performance.md)
 #   make lint   ruff lint + format check
 #   make run    run the whole system on this machine
 #   make user EMAIL=... PASSWORD=... [ADMIN=1]   create or update a user
@@ -15,8 +16,9 @@ SECANTUS_VENV := .tools/secantus
 SECANTUS_VERSION := 0.7.0b3
 RUN_DIR := .run
 PYTEST_ARGS ?=
+BENCH_ARGS ?=
 
-.PHONY: help venv tools deploy-tools test lint format run user clean
+.PHONY: help venv tools deploy-tools test bench lint format run user clean
 
 help: ## show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -25,7 +27,7 @@ $(VENV)/.installed: pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "video2mp3 needs Python >= 3.11")'
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[all,dev]'
+	$(PY) -m pip install --quiet -e '.[all,dev,bench]'
 	@touch $@
 
 # SecantusDB (GPL-2.0) is a development-only MongoDB stand-in: it gets its own
@@ -63,6 +65,11 @@ deploy-tools: ## install test tools from Debian (docker-compose, promtool, chrom
 
 test: venv tools deploy-tools ## run the whole test suite against real local servers
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# Each benchmark starts its own stack on free ports (SecantusDB, the four services; MariaDB
+# and RabbitMQ are the machine's, started if down) and stops it again. About 10 minutes.
+bench: venv tools ## run the benchmarks and print the results table (BENCH_ARGS=pipeline ...)
+	$(PY) -m bench $(BENCH_ARGS)
 
 lint: venv ## lint, check formatting and scan for security issues
 	$(VENV)/bin/ruff check .

@@ -7,14 +7,17 @@ surface as ``TransientError`` and unknown ids as ``FileNotFound``.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import logging
 from collections.abc import Iterator, Mapping
+from datetime import UTC, datetime
 from typing import Any, BinaryIO
 
 import gridfs
 import gridfs.errors
 import pymongo
+import pymongo.collection
 import pymongo.errors
 from bson import ObjectId
 from bson.errors import InvalidId
@@ -25,6 +28,10 @@ from common.errors import PermanentError, TransientError
 log = logging.getLogger(__name__)
 
 CHUNK_SIZE = 1024 * 1024  # GridFS chunk and streaming read size
+# Chunks an upload sends per insert: fewer round trips, yet only a few MiB held per upload.
+UPLOAD_BATCH_CHUNKS = 4
+# Chunks a download fetches per query: few round trips, a few MiB held per download.
+READ_BATCH_CHUNKS = 4
 
 
 class FileNotFound(PermanentError):
@@ -73,10 +80,26 @@ def connect(config: MongoConfig) -> pymongo.MongoClient:
 
 
 class Upload:
-    """A file being written into GridFS; ``finish()`` it, or ``abort()`` to leave nothing."""
+    """A file being written into GridFS; ``finish()`` it, or ``abort()`` to leave nothing.
 
-    def __init__(self, grid_in: gridfs.GridIn) -> None:
-        self._grid_in = grid_in
+    It writes the GridFS layout itself (``fs.chunks`` documents of ``CHUNK_SIZE`` bytes,
+    then the ``fs.files`` document) rather than through pymongo's ``GridIn``, because
+    ``GridIn`` holds up to 48 MB of chunks per file to send them in one message: with a
+    few uploads at once that is hundreds of MB in the gateway. Here at most
+    ``UPLOAD_BATCH_CHUNKS`` chunks wait, plus one being filled.
+    """
+
+    def __init__(
+        self, bucket: Bucket, filename: str, metadata: Mapping[str, Any], chunk_size: int
+    ) -> None:
+        self._bucket = bucket
+        self._file_id = ObjectId()
+        self._filename = filename
+        self._metadata = dict(metadata)
+        self._chunk_size = chunk_size
+        self._partial = bytearray()
+        self._pending: list[dict[str, Any]] = []
+        self._chunk_count = 0
         self.size = 0
 
     def write(self, data: bytes) -> None:
@@ -85,26 +108,135 @@ class Upload:
         Raises:
             TransientError: MongoDB failed.
         """
-        with translate_errors("storing a file"):
-            self._grid_in.write(data)
         self.size += len(data)
+        if not self._partial and len(data) == self._chunk_size:
+            self._add_chunk(data)  # a reader that reads whole chunks costs no copy
+            return
+        self._partial += data
+        while len(self._partial) >= self._chunk_size:
+            self._add_chunk(bytes(memoryview(self._partial)[: self._chunk_size]))
+            del self._partial[: self._chunk_size]
+
+    def _add_chunk(self, data: bytes) -> None:
+        self._pending.append({"files_id": self._file_id, "n": self._chunk_count, "data": data})
+        self._chunk_count += 1
+        if len(self._pending) >= UPLOAD_BATCH_CHUNKS:
+            self._send_pending()
+
+    def _send_pending(self) -> None:
+        if not self._pending:
+            return
+        with translate_errors("storing a file"):
+            self._bucket.chunks.insert_many(self._pending)
+        self._pending = []
 
     def finish(self) -> ObjectId:
-        """Flush the last chunk, write the file's record and return its id.
+        """Store the last chunk and the file's record, and return its id.
 
         Raises:
             TransientError: MongoDB failed.
         """
+        if self._partial:
+            self._add_chunk(bytes(self._partial))
+            self._partial.clear()
+        self._send_pending()
         with translate_errors("storing a file"):
-            self._grid_in.close()
-        return self._grid_in._id
+            self._bucket.files.insert_one(
+                {
+                    "_id": self._file_id,
+                    "length": self.size,
+                    "chunkSize": self._chunk_size,
+                    "uploadDate": _now_ms(),
+                    "filename": self._filename,
+                    "metadata": self._metadata,
+                }
+            )
+        return self._file_id
 
     def abort(self) -> None:
         """Delete whatever was written; never raises, the store may be the thing that failed."""
+        self._pending = []
+        self._partial.clear()
         try:
-            self._grid_in.abort()
+            self._bucket.chunks.delete_many({"files_id": self._file_id})
+            self._bucket.files.delete_one({"_id": self._file_id})
         except pymongo.errors.PyMongoError as exc:
             log.warning("could not remove the chunks of an aborted upload: %s", exc)
+
+
+def _now_ms() -> datetime:
+    """Return the current UTC time at MongoDB's millisecond precision."""
+    now = datetime.now(UTC)
+    return now.replace(microsecond=now.microsecond // 1000 * 1000)
+
+
+class ChunkReader:
+    """A stored file as an iterable of its GridFS chunks, each passed on as it arrives.
+
+    It asks for ``READ_BATCH_CHUNKS`` chunks at a time by their numbers and orders them
+    itself, rather than through ``GridOut``, whose one cursor sorted by chunk number
+    makes SecantusDB read and sort the whole file before it answers (about a second per
+    GiB before the first byte, and the whole file in the server's memory), and whose
+    ``read(n)`` copies every byte twice more. Memory stays at one batch per download.
+    It can ``seek``, so werkzeug serves a Range from its offset, not by reading up to it.
+    """
+
+    def __init__(self, chunks: pymongo.collection.Collection, grid_out: gridfs.GridOut) -> None:
+        self._chunks = chunks
+        self._grid_out = grid_out
+        self._file_id = grid_out._id
+        self._chunk_size = int(grid_out.chunk_size)
+        self._length = int(grid_out.length)
+        self._chunk_count = -(-self._length // self._chunk_size)
+        self._position = 0
+        self._batch: collections.deque[dict[str, Any]] = collections.deque()
+
+    def __iter__(self) -> ChunkReader:
+        return self
+
+    def __next__(self) -> bytes:
+        if self._position >= self._length:
+            raise StopIteration
+        number, offset = divmod(self._position, self._chunk_size)
+        if not self._batch or self._batch[0]["n"] != number:
+            self._batch = self._fetch(number)
+        data = self._batch.popleft()["data"]
+        if offset:
+            data = data[offset:]
+        if not data:
+            raise gridfs.errors.CorruptGridFile(f"chunk {number} of {self._file_id} is short")
+        self._position += len(data)
+        return bytes(data)
+
+    def _fetch(self, first: int) -> collections.deque[dict[str, Any]]:
+        last = min(first + READ_BATCH_CHUNKS, self._chunk_count)
+        with translate_errors("reading a file"):
+            chunks = list(
+                self._chunks.find({"files_id": self._file_id, "n": {"$gte": first, "$lt": last}})
+            )
+        chunks.sort(key=lambda chunk: chunk["n"])
+        if [chunk["n"] for chunk in chunks] != list(range(first, last)):
+            raise gridfs.errors.CorruptGridFile(
+                f"chunks {first}-{last - 1} of {self._file_id} are incomplete"
+            )
+        return collections.deque(chunks)
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, position: int, whence: int = 0) -> int:
+        """Move to a byte offset of the file (whence as for files)."""
+        base = {0: 0, 1: self._position, 2: self._length}[whence]
+        self._position = max(0, base + position)
+        return self._position
+
+    def tell(self) -> int:
+        """Return the current byte offset."""
+        return self._position
+
+    def close(self) -> None:
+        """Drop the chunks fetched but not yet handed on."""
+        self._batch.clear()
 
 
 class Bucket:
@@ -112,12 +244,19 @@ class Bucket:
 
     def __init__(self, client: pymongo.MongoClient, database: str) -> None:
         self._bucket = gridfs.GridFSBucket(client[database], chunk_size_bytes=CHUNK_SIZE)
-        self._files = client[database]["fs.files"]
+        self.files = client[database]["fs.files"]
+        self.chunks = client[database]["fs.chunks"]
+        self._indexed = False
 
     def open_upload(self, filename: str, metadata: Mapping[str, Any]) -> Upload:
         """Start a new file that is written piece by piece."""
-        with translate_errors("opening an upload"):
-            return Upload(self._bucket.open_upload_stream(filename, metadata=dict(metadata)))
+        if not self._indexed:
+            # The indexes GridFS readers rely on (as pymongo's GridIn would make them).
+            with translate_errors("opening an upload"):
+                self.files.create_index([("filename", 1), ("uploadDate", 1)])
+                self.chunks.create_index([("files_id", 1), ("n", 1)], unique=True)
+            self._indexed = True
+        return Upload(self, filename, metadata, CHUNK_SIZE)
 
     def put(self, stream: BinaryIO, filename: str, metadata: Mapping[str, Any]) -> ObjectId:
         """Stream ``stream`` into a new file and return its id.
@@ -151,14 +290,22 @@ class Bucket:
         """Yield the bytes of ``[start, end)`` of a file in chunks."""
         grid_out = self.open(file_id)
         remaining = (grid_out.length if end is None else end) - start
-        with translate_errors("reading a file"):
-            grid_out.seek(start)
-            while remaining > 0:
-                chunk = grid_out.read(min(CHUNK_SIZE, remaining))
-                if not chunk:
+        reader = self.reader(grid_out)
+        reader.seek(start)
+        try:
+            for chunk in reader:
+                if remaining <= 0:
                     break
+                if len(chunk) > remaining:
+                    chunk = chunk[:remaining]
                 remaining -= len(chunk)
                 yield chunk
+        finally:
+            reader.close()
+
+    def reader(self, grid_out: gridfs.GridOut) -> ChunkReader:
+        """Return an iterable of the chunks of a file opened with ``open``."""
+        return ChunkReader(self.chunks, grid_out)
 
     def download_to(self, file_id: object, destination: BinaryIO) -> int:
         """Copy a stored file into ``destination`` and return the byte count."""
@@ -171,7 +318,7 @@ class Bucket:
     def find_one(self, query: Mapping[str, Any]) -> dict[str, Any] | None:
         """Return the files document matching ``query`` (e.g. on metadata), or None."""
         with translate_errors("looking up a file"):
-            return self._files.find_one(dict(query))
+            return self.files.find_one(dict(query))
 
     def delete(self, file_id: object) -> bool:
         """Delete a file; return False if it did not exist."""

@@ -15,8 +15,11 @@ is not the token's fault and raises ``TransientError`` instead.
 from __future__ import annotations
 
 import base64
+import collections
 import hashlib
 import json
+import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -32,6 +35,10 @@ DEFAULT_LEEWAY_SECONDS = 30.0
 # Our tokens are well under 1 KiB; refusing huge ones bounds the work an
 # anonymous caller can make us do before the signature check.
 MAX_TOKEN_LENGTH = 8192
+# Verified tokens kept per process: a page polling its jobs sends the same token again
+# and again, and the RS256 check and JWT parsing were a sixth of such a request's CPU.
+VERIFIED_CACHE_SIZE = 1024
+VERIFIED_CACHE_SECONDS = 60.0
 
 # The first matching class wins, so subclasses come before their bases.
 _REASONS: tuple[tuple[type[jwt.PyJWTError], str], ...] = (
@@ -148,6 +155,44 @@ class _JwksKeys:
         return signing_key.key
 
 
+class _VerifiedTokens:
+    """Tokens already verified, so a client polling with one token pays for RSA once.
+
+    An entry is used only while its token is unexpired (with the verifier's leeway) and
+    for at most ``ttl`` seconds after it was checked, no longer than the key set itself
+    is cached, so a key withdrawn from the JWKS stops being honoured as soon as it would
+    without this cache. Keyed by the whole token string: any change to it is a miss.
+    """
+
+    def __init__(self, size: int, ttl: float) -> None:
+        self._size = size
+        self._ttl = ttl
+        self._entries: collections.OrderedDict[str, tuple[float, Claims]] = (
+            collections.OrderedDict()
+        )
+        self._lock = threading.Lock()
+
+    def get(self, token: str, leeway: float) -> Claims | None:
+        now = time.time()
+        with self._lock:
+            entry = self._entries.get(token)
+            if entry is None:
+                return None
+            checked_at, claims = entry
+            if now - checked_at > self._ttl or now > claims.expires_at + leeway:
+                del self._entries[token]
+                return None
+            self._entries.move_to_end(token)
+            return claims
+
+    def put(self, token: str, claims: Claims) -> None:
+        with self._lock:
+            self._entries[token] = (time.time(), claims)
+            self._entries.move_to_end(token)
+            while len(self._entries) > self._size:
+                self._entries.popitem(last=False)
+
+
 class TokenVerifier:
     """Check a token's RS256 signature, lifetime, issuer and audience, and return its claims."""
 
@@ -158,11 +203,14 @@ class TokenVerifier:
         issuer: str,
         audience: str,
         leeway: float = DEFAULT_LEEWAY_SECONDS,
+        cache_size: int = VERIFIED_CACHE_SIZE,
+        cache_seconds: float = VERIFIED_CACHE_SECONDS,
     ) -> None:
         self._resolve_key = resolve_key
         self._issuer = issuer
         self._audience = audience
         self._leeway = leeway
+        self._verified = _VerifiedTokens(cache_size, cache_seconds) if cache_size else None
 
     @classmethod
     def from_public_key(
@@ -197,7 +245,13 @@ class TokenVerifier:
         keys = _JwksKeys(
             url, timeout=timeout, cache_seconds=cache_seconds, refresh_cooldown=refresh_cooldown
         )
-        return cls(keys, issuer=issuer, audience=audience, leeway=leeway)
+        return cls(
+            keys,
+            issuer=issuer,
+            audience=audience,
+            leeway=leeway,
+            cache_seconds=min(VERIFIED_CACHE_SECONDS, cache_seconds),
+        )
 
     def verify(self, token: str) -> Claims:
         """Return the claims of a valid token.
@@ -209,6 +263,16 @@ class TokenVerifier:
         """
         if len(token) > MAX_TOKEN_LENGTH:
             raise InvalidToken("The token is too long.")
+        if self._verified is not None:
+            cached = self._verified.get(token, self._leeway)
+            if cached is not None:
+                return cached
+        claims = self._verify(token)
+        if self._verified is not None:
+            self._verified.put(token, claims)
+        return claims
+
+    def _verify(self, token: str) -> Claims:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError:

@@ -11,14 +11,13 @@ from urllib.parse import quote
 from flask import Blueprint, Response, jsonify, request, url_for
 from werkzeug.exceptions import HTTPException
 from werkzeug.http import parse_options_header
-from werkzeug.wsgi import wrap_file
 
 from common import metrics
 from common.errors import TransientError
 from common.jobs import DONE, STATUSES, mp3_filename, new_job_id, public_view
 from common.logs import log_context
 from common.options import InvalidOption, Options
-from common.storage import CHUNK_SIZE, FileNotFound
+from common.storage import FileNotFound
 from common.web import ApiError
 from common.webhooks import InvalidCallback, check_callback_url
 from gateway.identity import current_user
@@ -192,10 +191,9 @@ def download() -> Response:
         grid_out = svc.storage.mp3s.open(job["mp3_fid"])
     except FileNotFound:
         raise _not_found("file") from None
+    # The stored chunks go out as they are read (no sendfile: they are not in a file).
     response = Response(
-        wrap_file(request.environ, grid_out, buffer_size=CHUNK_SIZE),
-        mimetype="audio/mpeg",
-        direct_passthrough=True,
+        svc.storage.mp3s.reader(grid_out), mimetype="audio/mpeg", direct_passthrough=True
     )
     response.headers["Content-Disposition"] = attachment(mp3_filename(job.get("filename")))
     response.headers["Cache-Control"] = "private, max-age=0"
@@ -269,9 +267,12 @@ def delete_job(job_id: str) -> tuple[str, int]:
 
 def _job_body(job: dict[str, Any]) -> dict[str, Any]:
     body = public_view(job)
-    body["status_url"] = url_for("gateway.get_job", job_id=job["_id"])
+    # What url_for("gateway.get_job") and url_for("gateway.download") give for these ids
+    # (hex strings), spelled out: url_for was a tenth of a GET /jobs page's CPU.
+    root = request.script_root
+    body["status_url"] = f"{root}/jobs/{quote(str(job['_id']), safe='')}"
     body["download_url"] = (
-        url_for("gateway.download", fid=body["mp3_fid"]) if job["status"] == DONE else None
+        f"{root}/download?fid={body['mp3_fid']}" if job["status"] == DONE else None
     )
     return body
 

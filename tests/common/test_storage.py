@@ -6,10 +6,18 @@ import dataclasses
 import io
 import os
 
+import gridfs.errors
 import pytest
 
 from common.errors import TransientError
-from common.storage import CHUNK_SIZE, FileNotFound, Storage, parse_object_id
+from common.storage import (
+    CHUNK_SIZE,
+    READ_BATCH_CHUNKS,
+    UPLOAD_BATCH_CHUNKS,
+    FileNotFound,
+    Storage,
+    parse_object_id,
+)
 from tests.support.polling import wait_until
 from tests.support.tcp_proxy import TcpProxy
 
@@ -99,6 +107,39 @@ def test_a_failed_upload_leaves_nothing_behind(storage):
     database = storage.client[storage.config.videos_db]
     assert database["fs.chunks"].count_documents({}) == 0
     assert database["fs.files"].count_documents({}) == 0
+
+
+def test_an_upload_sends_its_chunks_as_it_goes(storage):
+    upload = storage.videos.open_upload("big.mp4", {})
+    for _ in range(UPLOAD_BATCH_CHUNKS * 2 + 1):
+        upload.write(b"c" * CHUNK_SIZE)
+    chunks = storage.client[storage.config.videos_db]["fs.chunks"]
+
+    # Never more than a batch waits in memory (pymongo's GridIn would hold up to 48 MB).
+    assert chunks.count_documents({}) >= UPLOAD_BATCH_CHUNKS * 2
+    file_id = upload.finish()
+    assert storage.videos.open(file_id).length == (UPLOAD_BATCH_CHUNKS * 2 + 1) * CHUNK_SIZE
+
+
+def test_a_reader_hands_on_chunks_from_any_offset(storage):
+    payload = os.urandom(READ_BATCH_CHUNKS * CHUNK_SIZE + 3 * CHUNK_SIZE + 77)
+    file_id = storage.mp3s.put(io.BytesIO(payload), "a.mp3", {})
+    reader = storage.mp3s.reader(storage.mp3s.open(file_id))
+
+    assert b"".join(reader) == payload
+    for offset in (0, 5, CHUNK_SIZE, READ_BATCH_CHUNKS * CHUNK_SIZE + 1, len(payload) - 1):
+        assert reader.seek(offset) == offset
+        assert b"".join(reader) == payload[offset:]
+    assert reader.seek(len(payload)) == len(payload)
+    assert list(reader) == []
+
+
+def test_a_missing_chunk_is_reported_not_skipped(storage):
+    file_id = storage.mp3s.put(io.BytesIO(os.urandom(3 * CHUNK_SIZE)), "a.mp3", {})
+    storage.client[storage.config.mp3s_db]["fs.chunks"].delete_one({"files_id": file_id, "n": 1})
+
+    with pytest.raises(gridfs.errors.CorruptGridFile):
+        b"".join(storage.mp3s.iter_chunks(file_id))
 
 
 def test_find_one_looks_up_by_metadata(storage):

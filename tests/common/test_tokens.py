@@ -152,6 +152,36 @@ def test_verify_rejects_bad_tokens(
         verifier.verify(forge.bad_token(case, key, rotated_key))
 
 
+def test_a_verified_token_is_not_checked_again(key: RSAPrivateKey) -> None:
+    lookups = []
+
+    def resolve(kid: str | None):
+        lookups.append(kid)
+        return key.public_key()
+
+    verifier = TokenVerifier(resolve, issuer=ISSUER, audience=AUDIENCE)
+    token = forge.sign(key, forge.claims(sub="a@example.com"))
+
+    assert verifier.verify(token) == verifier.verify(token)
+    assert len(lookups) == 1
+    with pytest.raises(InvalidToken):  # any other string, e.g. a tampered one, is checked
+        verifier.verify(forge.tampered(token, sub="b@example.com"))
+
+
+def test_a_cached_token_still_expires(key: RSAPrivateKey) -> None:
+    verifier = TokenVerifier.from_public_key(
+        key.public_key(), issuer=ISSUER, audience=AUDIENCE, leeway=0
+    )
+    now = int(time.time())
+    token = forge.sign(key, forge.claims(iat=now, exp=now + 1))
+    assert verifier.verify(token).subject
+
+    time.sleep(max(0.0, now + 1.05 - time.time()))
+
+    with pytest.raises(InvalidToken, match="expired"):
+        verifier.verify(token)
+
+
 # -- JWKS URL -----------------------------------------------------------------------
 
 
