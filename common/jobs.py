@@ -48,6 +48,18 @@ def mp3_filename(original: str | None) -> str:
     return f"{stem}.mp3"
 
 
+def video_message(job: Mapping[str, Any]) -> dict[str, Any]:
+    """Build the video-queue message that asks a converter to convert ``job``."""
+    return {
+        "job_id": job["_id"],
+        "video_fid": str(job["video_fid"]),
+        "mp3_fid": None,
+        "username": job["owner"],
+        "filename": job.get("filename"),
+        "options": job.get("options", {}),
+    }
+
+
 def public_view(job: Mapping[str, Any]) -> dict[str, Any]:
     """Return a job as the API shows it: string ids, ISO timestamps, no internals."""
 

@@ -17,7 +17,7 @@ from datetime import timedelta
 
 from common import metrics
 from common.errors import TransientError
-from common.jobs import JobStore, utcnow
+from common.jobs import JobStore, utcnow, video_message
 from common.messaging import Publisher
 from common.storage import Storage
 from converter.handler import result_message
@@ -82,14 +82,7 @@ class Janitor:
             log.warning("job %s stalled in processing; putting it back on the queue", job["_id"])
             self._publisher.publish(
                 self._video_queue,
-                {
-                    "job_id": job["_id"],
-                    "video_fid": str(job["video_fid"]),
-                    "mp3_fid": None,
-                    "username": job["owner"],
-                    "filename": job.get("filename"),
-                    "options": job.get("options", {}),
-                },
+                video_message(job),
                 message_id=job["_id"],
             )
             report.requeued += 1

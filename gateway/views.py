@@ -14,7 +14,7 @@ from werkzeug.http import parse_options_header
 
 from common import metrics
 from common.errors import TransientError
-from common.jobs import DONE, STATUSES, mp3_filename, new_job_id, public_view
+from common.jobs import DONE, STATUSES, mp3_filename, new_job_id, public_view, video_message
 from common.logs import log_context
 from common.options import InvalidOption, Options
 from common.storage import FileNotFound
@@ -87,14 +87,7 @@ def upload() -> tuple[Response, int, dict[str, str]]:
             )
             svc.publisher.publish(
                 svc.config.video_queue,
-                {
-                    "job_id": job_id,
-                    "video_fid": str(received.video_fid),
-                    "mp3_fid": None,
-                    "username": owner,
-                    "filename": received.filename,
-                    "options": job["options"],
-                },
+                video_message(job),
                 message_id=job_id,
             )
         except TransientError:

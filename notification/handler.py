@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
+
+from prometheus_client import Counter
 
 from common import metrics
 from common.errors import PermanentError, TransientError
@@ -88,46 +91,52 @@ class Notifier:
 
     def _email(self, message: dict[str, Any]) -> None:
         job_id = message["job_id"]
-        if self._jobs.claim(job_id, EMAIL, lease=self._claim_lease) is None:
-            raise TransientError(f"another worker is emailing about job {job_id}")
         email = compose(message, mail_from=self._mail_from, public_url=self._public_url)
-        try:
+
+        def send() -> None:
             # Recorded the moment the server accepts it: a crash between the two is the
             # one way an email can go out twice, so that window is kept as small as it gets.
             self._mailer.send(
                 email, on_accepted=lambda: self._remember(job_id, EMAIL, outcome="sent")
             )
-        except PermanentError as exc:
-            # A bad address stays bad: record the job as handled and move on.
-            log.warning("mail server refused the email for job %s for good: %s", job_id, exc)
-            metrics.EMAILS.labels("refused").inc()
-            self._remember(job_id, EMAIL, outcome=f"refused: {exc}")
-            return
-        except TransientError:
-            metrics.EMAILS.labels("failed").inc()
-            self._jobs.release(job_id, EMAIL)
-            raise
-        metrics.EMAILS.labels("sent").inc()
-        log.info("emailed %s about job %s (%s)", message["username"], job_id, message["status"])
+
+        self._deliver(job_id, EMAIL, metrics.EMAILS, "sent", send)
 
     def _call_webhook(self, job: dict[str, Any]) -> None:
-        job_id = job["_id"]
-        if self._jobs.claim(job_id, WEBHOOK, lease=self._claim_lease) is None:
-            raise TransientError(f"another worker is calling the webhook of job {job_id}")
-        try:
+        def send() -> str:
             status = self._webhooks.send(job["callback_url"], WEBHOOK_EVENT, self._payload(job))
+            return f"delivered: {status}"
+
+        self._deliver(job["_id"], WEBHOOK, metrics.WEBHOOKS, "delivered", send)
+
+    def _deliver(
+        self,
+        job_id: str,
+        kind: str,
+        counter: Counter,
+        success: str,
+        send: Callable[[], str | None],
+    ) -> None:
+        """Claim, send and record one way of telling the owner; ``send`` returns the outcome
+        to record, or None when it recorded the delivery itself."""
+        if self._jobs.claim(job_id, kind, lease=self._claim_lease) is None:
+            raise TransientError(f"another worker is sending the {kind} of job {job_id}")
+        try:
+            outcome = send()
         except PermanentError as exc:
-            log.warning("webhook of job %s refused for good: %s", job_id, exc)
-            metrics.WEBHOOKS.labels("refused").inc()
-            self._remember(job_id, WEBHOOK, outcome=f"refused: {exc}")
+            # A bad address or a receiver that says no stays so: record it and move on.
+            log.warning("the %s of job %s was refused for good: %s", kind, job_id, exc)
+            counter.labels("refused").inc()
+            self._remember(job_id, kind, outcome=f"refused: {exc}")
             return
         except TransientError:
-            metrics.WEBHOOKS.labels("failed").inc()
-            self._jobs.release(job_id, WEBHOOK)
+            counter.labels("failed").inc()
+            self._jobs.release(job_id, kind)
             raise
-        metrics.WEBHOOKS.labels("delivered").inc()
-        self._remember(job_id, WEBHOOK, outcome=f"delivered: {status}")
-        log.info("called the webhook of job %s (%d)", job_id, status)
+        counter.labels(success).inc()
+        if outcome is not None:
+            self._remember(job_id, kind, outcome=outcome)
+        log.info("sent the %s of job %s", kind, job_id)
 
     def _remember(self, job_id: str, kind: str, *, outcome: str) -> None:
         """Record that the owner was told, riding out a short MongoDB outage.
