@@ -16,8 +16,6 @@ import json
 import os
 import secrets
 import shutil
-import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -37,6 +35,7 @@ from common.config import RabbitConfig
 from common.messaging import purge_queues
 from devstack import servers
 from devstack.mailsink import MailSink
+from devstack.run import auth_cli
 from devstack.stack import Stack, StackError
 from video2mp3.multipart import MultipartUpload
 
@@ -79,7 +78,7 @@ class BenchSystem:
 
     def create_user(self, email: str, password: str = BENCH_PASSWORD) -> None:
         """Create a user with the auth service's own CLI."""
-        _auth_cli(self.env, "create-user", email, "--password-stdin", stdin=password + "\n")
+        auth_cli(self.env, "create-user", email, "--password-stdin", stdin=password + "\n")
 
     def login(self, email: str, password: str = BENCH_PASSWORD) -> dict[str, str]:
         """Log in through the gateway; return the Authorization header."""
@@ -258,7 +257,7 @@ def bench_system(
         mongo_server.start()
         mail.start()
         mongo = pymongo.MongoClient(env["MONGO_URI"], tz_aware=True)
-        _auth_cli(env, "init-db")
+        auth_cli(env, "init-db")
         stack.start(services)
         system = BenchSystem(
             stack=stack,
@@ -291,17 +290,3 @@ def bench_system(
         mariadb.stop_if_started()
         rabbitmq.stop_if_started()
         shutil.rmtree(run_dir, ignore_errors=True)
-
-
-def _auth_cli(env: dict[str, str], *args: str, stdin: str | None = None) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "auth_service", *args],
-        env=env,
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    if result.returncode != 0:
-        raise RuntimeError(f"auth_service {args[0]} failed: {result.stdout}{result.stderr}")

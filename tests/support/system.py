@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import subprocess
-import sys
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -26,6 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from common.messaging import purge_queues
 from devstack import servers
+from devstack.run import auth_cli
 from devstack.stack import Stack, StackError
 from tests.support.tcp_proxy import TcpProxy
 
@@ -150,8 +149,8 @@ def running_system(
     admin.cursor().execute(f"CREATE DATABASE `{database}`")
     mongo = pymongo.MongoClient(mongo_uri)
     try:
-        _auth_cli(env, "init-db")
-        _auth_cli(env, "create-user", ADMIN[0], "--password", ADMIN[1], "--admin")
+        auth_cli(env, "init-db")
+        auth_cli(env, "create-user", ADMIN[0], "--password", ADMIN[1], "--admin")
         stack.start()
         gateway = f"http://127.0.0.1:{ports['GATEWAY_PORT']}"
         yield System(
@@ -202,18 +201,6 @@ def system(start_system) -> Iterator[System]:
     """The whole system, shared by the session's end-to-end tests."""
     with start_system("stack") as running:
         yield running
-
-
-def _auth_cli(env: dict[str, str], *args: str) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "auth_service", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
 
 
 def _logs(stack: Stack) -> str:
