@@ -19,7 +19,6 @@ against ``transcode()`` re-encoding it (target <= 0.05x).
 from __future__ import annotations
 
 import argparse
-import subprocess
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -30,13 +29,13 @@ from bench.harness import (
     Cost,
     Result,
     Series,
-    ffmpeg_exe,
     heading,
     interleave,
     long_video,
     measure_call,
     mp3_audio_mkv,
     report,
+    run_ffmpeg,
     series_row,
 )
 from common.options import Options
@@ -87,22 +86,7 @@ def stream_copy(source: str, output: str) -> Callable[[], object]:
 
 def bare_stream_copy(source: str, output: str) -> None:
     """Copy the MP3 audio out with the bare ffmpeg command, as a bound for the copy."""
-    subprocess.run(
-        [
-            ffmpeg_exe(),
-            "-nostdin",
-            "-y",
-            "-loglevel",
-            "error",
-            "-i",
-            source,
-            "-vn",
-            "-c:a",
-            "copy",
-            output,
-        ],
-        check=True,
-    )
+    run_ffmpeg("-i", source, "-vn", "-c:a", "copy", output)
 
 
 def moviepy_write_audiofile(source: str, output: str) -> None:

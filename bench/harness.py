@@ -63,38 +63,30 @@ def video(seconds: int, size: str, name: str | None = None) -> Path:
     path = CACHE / (name or f"video-{seconds}s-{size}.mp4")
 
     def make(out: Path) -> None:
-        subprocess.run(
-            [
-                ffmpeg_exe(),
-                "-nostdin",
-                "-loglevel",
-                "error",
-                "-y",
-                "-f",
-                "lavfi",
-                "-i",
-                f"testsrc=size={size}:rate=30:duration={seconds}",
-                "-f",
-                "lavfi",
-                "-i",
-                f"sine=frequency=440:sample_rate=48000:duration={seconds}",
-                "-c:v",
-                "libx264",
-                "-preset",
-                "ultrafast",
-                "-pix_fmt",
-                "yuv420p",
-                "-c:a",
-                "aac",
-                "-b:a",
-                "160k",
-                "-ac",
-                "2",
-                "-f",
-                "mp4",
-                str(out),
-            ],
-            check=True,
+        run_ffmpeg(
+            "-f",
+            "lavfi",
+            "-i",
+            f"testsrc=size={size}:rate=30:duration={seconds}",
+            "-f",
+            "lavfi",
+            "-i",
+            f"sine=frequency=440:sample_rate=48000:duration={seconds}",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-pix_fmt",
+            "yuv420p",
+            "-c:a",
+            "aac",
+            "-b:a",
+            "160k",
+            "-ac",
+            "2",
+            "-f",
+            "mp4",
+            str(out),
         )
 
     return _cached(path, make)
@@ -110,29 +102,26 @@ def mp3_audio_mkv(source: Path) -> Path:
     path = CACHE / f"{source.stem}-mp3audio.mkv"
 
     def make(out: Path) -> None:
-        subprocess.run(
-            [
-                ffmpeg_exe(),
-                "-nostdin",
-                "-loglevel",
-                "error",
-                "-y",
-                "-i",
-                str(source),
-                "-c:v",
-                "copy",
-                "-c:a",
-                "libmp3lame",
-                "-b:a",
-                "192k",
-                "-f",
-                "matroska",
-                str(out),
-            ],
-            check=True,
+        run_ffmpeg(
+            "-i",
+            str(source),
+            "-c:v",
+            "copy",
+            "-c:a",
+            "libmp3lame",
+            "-b:a",
+            "192k",
+            "-f",
+            "matroska",
+            str(out),
         )
 
     return _cached(path, make)
+
+
+def run_ffmpeg(*args: str) -> None:
+    """Run the benchmarks' ffmpeg quietly, overwriting outputs, and fail loudly."""
+    subprocess.run([ffmpeg_exe(), "-nostdin", "-loglevel", "error", "-y", *args], check=True)
 
 
 def bare_ffmpeg_command(source: Path | str, output: Path | str) -> list[str]:
