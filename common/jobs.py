@@ -4,6 +4,11 @@ A job moves ``queued -> processing -> done | failed``. Every transition is a
 conditional update, so a redelivered message or a late worker cannot move a
 finished job backwards; the functions return None or False when the job was
 not in a state that allowed the change.
+
+The gateway records a job, publishes its message, then sets ``enqueued_at``:
+only then was the upload accepted. A queued job without ``enqueued_at`` for
+long is what an upload left behind when the client got an error (or none) and
+the gateway could not clean up; the converters' janitor removes it.
 """
 
 from __future__ import annotations
@@ -29,6 +34,10 @@ _DELIVERIES = {
     EMAIL: ("notified_at", "notify_lease_until"),
     WEBHOOK: ("webhook_done_at", "webhook_lease_until"),
 }
+
+# A job the gateway recorded but never saw on the queue. Only an explicit null
+# counts: records older than the field never get swept.
+_ABANDONED = {"status": QUEUED, "enqueued_at": {"$type": "null"}}
 
 
 def utcnow() -> datetime:
@@ -99,6 +108,7 @@ class JobStore:
             self._jobs.create_index("mp3_fid", sparse=True)
             self._jobs.create_index([("status", 1), ("updated_at", 1)])
             self._jobs.create_index([("status", 1), ("finished_at", 1)])
+            self._jobs.create_index([("status", 1), ("created_at", 1)])
 
     def create(
         self,
@@ -128,6 +138,7 @@ class JobStore:
             "callback_url": callback_url,
             "created_at": now,
             "updated_at": now,
+            "enqueued_at": None,
             "started_at": None,
             "finished_at": None,
             "notified_at": None,
@@ -136,6 +147,12 @@ class JobStore:
         with translate_errors("creating a job"):
             self._jobs.insert_one(job)
         return job
+
+    def mark_enqueued(self, job_id: str) -> bool:
+        """Record that the job's message is on the queue; False if the job is gone."""
+        with translate_errors("recording a queued job"):
+            result = self._jobs.update_one({"_id": job_id}, {"$set": {"enqueued_at": utcnow()}})
+        return result.matched_count == 1
 
     def get(self, job_id: str) -> dict[str, Any] | None:
         """Return the job with this id, or None."""
@@ -290,6 +307,21 @@ class JobStore:
                 .limit(limit)
             )
             return list(cursor)
+
+    def abandoned_before(self, moment: datetime, *, limit: int = 100) -> list[dict[str, Any]]:
+        """Return up to ``limit`` jobs created before ``moment`` whose upload never completed."""
+        with translate_errors("finding abandoned uploads"):
+            cursor = (
+                self._jobs.find({**_ABANDONED, "created_at": {"$lt": moment}})
+                .sort("created_at", 1)
+                .limit(limit)
+            )
+            return list(cursor)
+
+    def delete_abandoned(self, job_id: str) -> bool:
+        """Delete a job whose upload never completed; False if it was queued or started since."""
+        with translate_errors("deleting an abandoned upload"):
+            return self._jobs.delete_one({"_id": job_id, **_ABANDONED}).deleted_count == 1
 
     def delete(self, job_id: str) -> bool:
         """Delete a job record; False if it did not exist."""

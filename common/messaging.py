@@ -23,7 +23,6 @@ import enum
 import functools
 import json
 import logging
-import random
 import signal
 import threading
 import time
@@ -41,6 +40,7 @@ from common import metrics
 from common.config import RabbitConfig, redact_url
 from common.errors import PermanentError, TransientError
 from common.logs import log_context
+from common.retry import backoff_delay
 
 log = logging.getLogger(__name__)
 
@@ -83,12 +83,6 @@ def connection_parameters(config: RabbitConfig, name: str) -> pika.URLParameters
     params.connection_attempts = 1  # our callers retry with their own backoff
     params.client_properties = {"connection_name": name}
     return params
-
-
-def backoff_delay(attempt: int, *, base: float, cap: float) -> float:
-    """Return a jittered exponential delay for the given 1-based attempt, at most ``cap``."""
-    ceiling = min(cap, base * 2 ** max(attempt - 1, 0))
-    return ceiling * random.uniform(0.5, 1.0)  # noqa: S311 - jitter, not cryptography  # nosec B311
 
 
 class Publisher:

@@ -10,13 +10,10 @@ from __future__ import annotations
 import json
 import logging
 import threading
-import time
-from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from common import metrics
-from common.errors import TransientError
-from common.messaging import Consumer, backoff_delay
+from common.messaging import Consumer
 
 log = logging.getLogger(__name__)
 
@@ -76,27 +73,6 @@ def _metrics() -> tuple[int, str, bytes]:
 
 def _json(status: int, body: dict[str, object]) -> tuple[int, str, bytes]:
     return status, "application/json", json.dumps(body).encode()
-
-
-def wait_for(action: Callable[[], object], what: str, *, timeout: float) -> None:
-    """Run ``action`` until it stops raising TransientError, for at most ``timeout`` seconds.
-
-    Raises:
-        TransientError: ``what`` was still unavailable when the time ran out.
-    """
-    deadline = time.monotonic() + timeout
-    attempt = 0
-    while True:
-        attempt += 1
-        try:
-            action()
-            return
-        except TransientError as exc:
-            if time.monotonic() >= deadline:
-                raise
-            delay = backoff_delay(attempt, base=0.5, cap=5.0)
-            log.warning("waiting for %s (%s); retrying in %.1fs", what, exc, delay)
-            time.sleep(delay)
 
 
 def run_worker(consumer: Consumer, *, health_host: str, health_port: int) -> None:

@@ -8,8 +8,9 @@ from datetime import timedelta
 from common.jobs import JobStore
 from common.logs import configure_logging
 from common.messaging import Consumer, Publisher
+from common.retry import retry_transient
 from common.storage import Storage
-from common.worker import run_worker, wait_for
+from common.worker import run_worker
 from converter.config import Config
 from converter.handler import Converter
 from converter.janitor import Janitor
@@ -21,7 +22,7 @@ def main() -> None:
     configure_logging("converter", config.logging)
     storage = Storage(config.mongo)
     jobs = JobStore(storage.client, config.mongo)
-    wait_for(jobs.ensure_indexes, "MongoDB", timeout=config.startup_timeout)
+    retry_transient(jobs.ensure_indexes, "MongoDB", timeout=config.startup_timeout)
     publisher = Publisher(config.rabbit, name="converter")
     stopping = threading.Event()  # set on SIGTERM: ffmpeg stops and the job is requeued
     converter = Converter(
@@ -48,6 +49,7 @@ def main() -> None:
         video_queue=config.video_queue,
         mp3_queue=config.mp3_queue,
         stale_after=timedelta(seconds=config.stale_after),
+        abandoned_after=timedelta(seconds=config.abandoned_after),
         retention=timedelta(days=config.retention_days) if config.retention_days else None,
         max_attempts=config.max_attempts,
     )

@@ -30,6 +30,7 @@ class Config:
     max_attempts: int = 5
     startup_timeout: float = 60.0
     stale_after: float = 1800.0
+    abandoned_after: float = 600.0
     retention_days: float = 30.0
     janitor_interval: float = 60.0
     environment: str = "development"
@@ -53,6 +54,9 @@ class Config:
             startup_timeout=env.float("STARTUP_TIMEOUT", 60.0, minimum=0.0),
             # No progress for this long means the job's worker is gone.
             stale_after=env.float("STALE_JOB_SECONDS", 1800.0, minimum=10.0),
+            # A job the gateway never marked enqueued for this long was refused or cut
+            # off mid-request; far longer than a publish can take (see the gateway).
+            abandoned_after=env.float("ABANDONED_UPLOAD_SECONDS", 600.0, minimum=5.0),
             # Finished jobs and their files are deleted after this; 0 keeps them forever.
             retention_days=env.float("RETENTION_DAYS", 30.0, minimum=0.0),
             janitor_interval=env.float("JANITOR_INTERVAL_SECONDS", 60.0, minimum=0.1),

@@ -3,9 +3,11 @@
 Every converter runs a janitor thread. A job stuck in ``processing`` with no
 progress for ``stale_after`` lost its worker in a way the broker could not see
 (or its message was lost): it goes back on the queue, or fails once it has used
-up its attempts. Finished jobs older than the retention period are deleted with
-their video and MP3. Each step claims its job atomically, so several janitors
-never do the same work twice.
+up its attempts. A job still not marked enqueued ``abandoned_after`` its
+creation belongs to an upload the gateway refused (or died during) and could
+not clean up: it is deleted with its video. Finished jobs older than the
+retention period are deleted with their video and MP3. Each step claims its
+job atomically, so several janitors never do the same work twice.
 """
 
 from __future__ import annotations
@@ -33,11 +35,12 @@ class Report:
 
     requeued: int = 0
     failed: int = 0
+    abandoned: int = 0
     expired: int = 0
 
 
 class Janitor:
-    """Requeue stalled jobs and delete expired ones."""
+    """Requeue stalled jobs, delete abandoned uploads and expired jobs."""
 
     def __init__(
         self,
@@ -48,6 +51,7 @@ class Janitor:
         video_queue: str,
         mp3_queue: str,
         stale_after: timedelta,
+        abandoned_after: timedelta,
         retention: timedelta | None,
         max_attempts: int,
     ) -> None:
@@ -57,11 +61,12 @@ class Janitor:
         self._video_queue = video_queue
         self._mp3_queue = mp3_queue
         self._stale_after = stale_after
+        self._abandoned_after = abandoned_after
         self._retention = retention
         self._max_attempts = max_attempts
 
     def run_once(self) -> Report:
-        """Do one round: every stalled job, then a batch of expired ones.
+        """Do one round: every stalled job, then a batch each of abandoned and expired ones.
 
         Raises:
             TransientError: MongoDB or the broker is down; the next round tries again.
@@ -86,11 +91,23 @@ class Janitor:
                 message_id=job["_id"],
             )
             report.requeued += 1
+        for job in self._jobs.abandoned_before(utcnow() - self._abandoned_after):
+            if self._remove_abandoned(job):
+                report.abandoned += 1
         if self._retention is not None:
             for job in self._jobs.finished_before(utcnow() - self._retention):
                 self._expire(job)
                 report.expired += 1
         return report
+
+    def _remove_abandoned(self, job: dict) -> bool:
+        # The video first, as for expiry; the record goes only if it is still
+        # unqueued, so a job whose message did get through is never lost.
+        self._storage.videos.delete(job["video_fid"])
+        if not self._jobs.delete_abandoned(job["_id"]):
+            return False
+        log.warning("deleted job %s: its upload was never accepted", job["_id"])
+        return True
 
     def _expire(self, job: dict) -> None:
         # Files first, record last: a janitor that dies in between finds the record

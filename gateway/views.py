@@ -17,6 +17,7 @@ from common.errors import TransientError
 from common.jobs import DONE, STATUSES, mp3_filename, new_job_id, public_view, video_message
 from common.logs import log_context
 from common.options import InvalidOption, Options
+from common.retry import retry_transient
 from common.storage import FileNotFound
 from common.web import ApiError
 from common.webhooks import InvalidCallback, check_callback_url
@@ -29,6 +30,9 @@ log = logging.getLogger(__name__)
 bp = Blueprint("gateway", __name__)
 
 MAX_PAGE_SIZE = 100
+# How long an upload that met a store outage after storing the video waits for the store
+# to settle what it did: remove a refused upload, or record an accepted one.
+SETTLE_TIMEOUT_S = 15.0
 CALLBACK_FIELD = "callback_url"
 
 
@@ -93,6 +97,7 @@ def upload() -> tuple[Response, int, dict[str, str]]:
         except TransientError:
             _forget_upload(job_id, received.video_fid)
             raise
+        _accept(job_id)
         metrics.UPLOAD_BYTES.observe(received.size)
         log.info(
             "accepted %s (%d bytes, %s) from %s",
@@ -146,12 +151,38 @@ def _check_fields(fields: dict[str, str]) -> None:
 
 
 def _forget_upload(job_id: str, video_fid: Any) -> None:
-    """Remove what an upload stored when it could not be queued; the client gets a 503."""
+    """Remove what an upload stored when it could not be queued; the client gets a 503.
+
+    A write that failed may still have landed, so this waits out a short store outage;
+    what is still there after ``SETTLE_TIMEOUT_S`` the janitor removes.
+    """
     svc = services()
-    with contextlib.suppress(TransientError):
-        svc.jobs.delete(job_id)
-    with contextlib.suppress(TransientError):
+
+    def remove() -> None:
+        # The video first: the janitor finds leftovers by their job record.
         svc.storage.videos.delete(video_fid)
+        svc.jobs.delete(job_id)
+
+    with contextlib.suppress(TransientError):
+        retry_transient(remove, "MongoDB to remove a refused upload", timeout=SETTLE_TIMEOUT_S)
+
+
+def _accept(job_id: str) -> None:
+    """Record that the job's message is on the queue, which makes the upload accepted.
+
+    Raises:
+        TransientError: MongoDB stayed away for ``SETTLE_TIMEOUT_S``, or the janitor
+            removed the job first; unless a converter started it meanwhile, the janitor
+            removes it.
+    """
+    jobs = services().jobs
+    marked = retry_transient(
+        lambda: jobs.mark_enqueued(job_id),
+        "MongoDB to record an accepted upload",
+        timeout=SETTLE_TIMEOUT_S,
+    )
+    if not marked:
+        raise TransientError("the upload was removed before it was accepted")
 
 
 @bp.get("/download")
@@ -250,10 +281,11 @@ def delete_job(job_id: str) -> tuple[str, int]:
     job = svc.jobs.get_owned(job_id, current_user().subject)
     if job is None:
         raise _not_found()
-    svc.jobs.delete(job_id)
+    # Files first, the record last: a delete cut short by an outage can be repeated.
     svc.storage.videos.delete(job["video_fid"])
     if job.get("mp3_fid"):
         svc.storage.mp3s.delete(job["mp3_fid"])
+    svc.jobs.delete(job_id)
     log.info("deleted job %s", job_id)
     return "", 204
 

@@ -19,7 +19,8 @@ from prometheus_client import Counter
 from common import metrics
 from common.errors import PermanentError, TransientError
 from common.jobs import EMAIL, WEBHOOK, JobStore, public_view
-from common.messaging import Delivery, backoff_delay
+from common.messaging import Delivery
+from common.retry import backoff_delay
 from notification.emails import compose
 from notification.mailer import Mailer
 from notification.webhook import WebhookSender

@@ -18,7 +18,6 @@ from common.messaging import (
     Consumer,
     Delivery,
     Publisher,
-    backoff_delay,
     dead_letter_queue,
     decode_message,
 )
@@ -85,13 +84,6 @@ def test_decode_message_rejects_bad_bodies(body, reason):
 
 def test_decode_message_returns_the_object():
     assert decode_message(b'{"job_id": "j1", "n": 2}', max_bytes=100) == {"job_id": "j1", "n": 2}
-
-
-@pytest.mark.parametrize("attempt", range(1, 12))
-def test_backoff_delay_grows_within_jitter_and_cap(attempt):
-    ceiling = min(10.0, 0.5 * 2 ** (attempt - 1))
-    delays = [backoff_delay(attempt, base=0.5, cap=10.0) for _ in range(50)]
-    assert all(ceiling * 0.5 <= d <= ceiling for d in delays)
 
 
 def test_delivery_knows_its_last_attempt():

@@ -107,32 +107,32 @@ def test_verify_treats_a_missing_admin_claim_as_false(
     assert verifier.verify(forge.sign(key, forge.claims(admin=None))).admin is False
 
 
-NOW = int(time.time())
-
-
+# Each case is made when its test runs (from the time then), never at collection: a
+# long suite would otherwise reach a "not yet valid" token's start time first.
 @pytest.mark.parametrize(
-    ("payload", "reason"),
+    ("changes", "reason"),
     [
-        (forge.claims(exp=NOW - 3600, iat=NOW - 7200), "expired"),
-        (forge.claims(exp=NOW - 31), "expired"),
-        (forge.claims(iat=NOW + 120, exp=NOW + 900), "not valid yet"),
-        (forge.claims(nbf=NOW + 120), "not valid yet"),
-        (forge.claims(iss="someone-else"), "another issuer"),
-        (forge.claims(aud="another-service"), "another audience"),
-        (forge.claims(aud=None), "'aud'"),
-        (forge.claims(iss=None), "'iss'"),
-        (forge.claims(sub=None), "'sub'"),
-        (forge.claims(exp=None), "'exp'"),
-        (forge.claims(iat=None), "'iat'"),
-        (forge.claims(sub=""), "subject is empty"),
-        (forge.claims(sub=42), "invalid"),
-        (forge.claims(admin="true"), "admin claim"),
-        (forge.claims(exp="tomorrow"), "well-formed"),
+        (lambda now: {"exp": now - 3600, "iat": now - 7200}, "expired"),
+        (lambda now: {"exp": now - 31}, "expired"),
+        (lambda now: {"iat": now + 120, "exp": now + 900}, "not valid yet"),
+        (lambda now: {"nbf": now + 120}, "not valid yet"),
+        (lambda now: {"iss": "someone-else"}, "another issuer"),
+        (lambda now: {"aud": "another-service"}, "another audience"),
+        (lambda now: {"aud": None}, "'aud'"),
+        (lambda now: {"iss": None}, "'iss'"),
+        (lambda now: {"sub": None}, "'sub'"),
+        (lambda now: {"exp": None}, "'exp'"),
+        (lambda now: {"iat": None}, "'iat'"),
+        (lambda now: {"sub": ""}, "subject is empty"),
+        (lambda now: {"sub": 42}, "invalid"),
+        (lambda now: {"admin": "true"}, "admin claim"),
+        (lambda now: {"exp": "tomorrow"}, "well-formed"),
     ],
 )
 def test_verify_rejects_bad_claims(
-    verifier: TokenVerifier, key: RSAPrivateKey, payload: dict, reason: str
+    verifier: TokenVerifier, key: RSAPrivateKey, changes, reason: str
 ) -> None:
+    payload = forge.claims(**changes(int(time.time())))
     with pytest.raises(InvalidToken, match=reason):
         verifier.verify(forge.sign(key, payload))
 

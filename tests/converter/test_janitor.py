@@ -38,6 +38,7 @@ def janitor(storage, jobs, rabbitmq_config, queues):
         video_queue=queues[0],
         mp3_queue=queues[1],
         stale_after=timedelta(seconds=60),
+        abandoned_after=timedelta(seconds=60),
         retention=timedelta(days=7),
         max_attempts=3,
     )
@@ -112,6 +113,38 @@ def test_a_job_that_keeps_stalling_fails_and_its_owner_is_told(
     announced = json.loads(get_message(rabbitmq_config, queues[1])[1])
     assert announced["status"] == "failed"
     assert announced["job_id"] == job_id
+
+
+def test_an_upload_never_marked_enqueued_is_deleted_with_its_video(storage, jobs, janitor):
+    abandoned_id, abandoned_video = stored_job(storage, jobs)
+    age(jobs, abandoned_id, created_at=120)
+    accepted_id, accepted_video = stored_job(storage, jobs)
+    assert jobs.mark_enqueued(accepted_id)
+    age(jobs, accepted_id, created_at=120)  # queued behind a backlog: left alone
+    young_id, _ = stored_job(storage, jobs)  # its upload may still be publishing
+    started_id, _ = stored_job(storage, jobs)
+    age(jobs, started_id, created_at=120)
+    jobs.start(started_id)  # its message got through after all: a converter has it
+    legacy_id, _ = stored_job(storage, jobs)
+    jobs._jobs.update_one({"_id": legacy_id}, {"$unset": {"enqueued_at": ""}})
+    age(jobs, legacy_id, created_at=120)  # from before the field existed: left alone
+
+    report = janitor.run_once()
+
+    assert report.abandoned == 1
+    assert jobs.get(abandoned_id) is None
+    assert storage.videos.find_one({"_id": abandoned_video}) is None
+    assert storage.videos.find_one({"_id": accepted_video}) is not None
+    for kept in (accepted_id, young_id, started_id, legacy_id):
+        assert jobs.get(kept) is not None
+    assert janitor.run_once().abandoned == 0
+
+
+def test_marking_a_job_enqueued_fails_once_the_janitor_removed_it(storage, jobs, janitor):
+    job_id, _ = stored_job(storage, jobs)
+    age(jobs, job_id, created_at=120)  # its publish took longer than abandoned_after
+    assert janitor.run_once().abandoned == 1
+    assert jobs.mark_enqueued(job_id) is False  # so the gateway answers 503, not 202
 
 
 def test_jobs_past_retention_are_deleted_with_their_files(storage, jobs, janitor):

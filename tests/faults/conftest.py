@@ -21,6 +21,8 @@ FAST_RECOVERY = {
     # The janitor looks every second and calls a job stalled after 10 s without progress.
     "JANITOR_INTERVAL_SECONDS": "1",
     "STALE_JOB_SECONDS": "10",
+    # A job whose upload got a 503 and could not be cleaned up goes after 5 s.
+    "ABANDONED_UPLOAD_SECONDS": "5",
     "NOTIFY_CLAIM_LEASE_SECONDS": "5",
 }
 

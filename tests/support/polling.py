@@ -7,12 +7,17 @@ from collections.abc import Callable
 
 
 def wait_until(
-    predicate: Callable[[], object], timeout: float = 15.0, interval: float = 0.05
+    predicate: Callable[[], object],
+    timeout: float = 15.0,
+    interval: float = 0.05,
+    *,
+    describe: Callable[[], object] | None = None,
 ) -> None:
     """Poll ``predicate`` until it is truthy.
 
     Raises:
-        AssertionError: it stayed falsy for ``timeout`` seconds.
+        AssertionError: it stayed falsy for ``timeout`` seconds; ``describe()`` says
+            what was seen instead.
     """
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -20,4 +25,5 @@ def wait_until(
             return
         time.sleep(interval)
     if not predicate():
-        raise AssertionError(f"condition not met within {timeout}s")
+        seen = f": {describe()}" if describe is not None else ""
+        raise AssertionError(f"condition not met within {timeout}s{seen}")
