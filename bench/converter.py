@@ -8,7 +8,10 @@ cached under .cache/bench), each run in a fresh process, interleaved:
 - bare ``ffmpeg -i IN -vn -c:a libmp3lame -b:a 192k OUT.mp3`` (the baseline, same binary);
 - ``transcode()`` given a probe already made; ``probe()`` alone; and probe + transcode,
   which is what a job costs (the targets: wall <= 1.05x, CPU <= 1.07x);
-- MoviePy's ``AudioFileClip.write_audiofile`` at the same bitrate, as a reference.
+- MoviePy's ``AudioFileClip.write_audiofile`` at the same bitrate, as a reference;
+- the two halves of the bare command alone, to show where its time goes: decoding the
+  AAC (to a null output) and encoding the same sound, already decoded to a WAV, with
+  libmp3lame at 192k.
 
 Wall is the call's time; CPU is user+sys of the measuring process during the call plus
 that of the ffmpeg processes it ran; peak RSS is the largest of those ffmpeg processes.
@@ -34,6 +37,7 @@ from bench.harness import (
     long_video,
     measure_call,
     mp3_audio_mkv,
+    pcm_wav,
     report,
     run_ffmpeg,
     series_row,
@@ -89,6 +93,16 @@ def bare_stream_copy(source: str, output: str) -> None:
     run_ffmpeg("-i", source, "-vn", "-c:a", "copy", output)
 
 
+def decode_only(source: str) -> None:
+    """Decode the audio and discard it: the decoding half of the bare command."""
+    run_ffmpeg("-i", source, "-vn", "-c:a", "pcm_f32le", "-f", "null", "-")
+
+
+def encode_only(wav: str, output: str) -> None:
+    """Encode already decoded sound at 192k: the encoding half of the bare command."""
+    run_ffmpeg("-i", wav, "-c:a", "libmp3lame", "-b:a", "192k", output)
+
+
 def moviepy_write_audiofile(source: str, output: str) -> None:
     """Make the MP3 with MoviePy's own write path at the same bitrate and sample rate."""
     clip = AudioFileClip(source)
@@ -106,6 +120,7 @@ def run(runs: int = 5) -> list[Result]:
     heading("converter: transcode() vs bare ffmpeg on a 10-minute 720p file")
     source = long_video()
     mkv = mp3_audio_mkv(source)
+    wav = pcm_wav(source)
     with tempfile.TemporaryDirectory(prefix="v2m-bench-") as tmp:
         out = str(Path(tmp) / "out.mp3")
         costs: dict[str, list[Cost]] = {}
@@ -125,6 +140,8 @@ def run(runs: int = 5) -> list[Result]:
             job=measured("job", f"{MODULE}:probe_and_transcode", str(source), out),
             probe=measured("probe", f"{MODULE}:probe_only", str(source)),
             moviepy=measured("moviepy", f"{MODULE}:moviepy_write_audiofile", str(source), out),
+            decode=measured("decode", f"{MODULE}:decode_only", str(source)),
+            encode=measured("encode", f"{MODULE}:encode_only", str(wav), out),
         )
         copy = interleave(
             max(3, runs - 2),
@@ -178,6 +195,22 @@ def run(runs: int = 5) -> list[Result]:
             BENCH,
             "MoviePy write_audiofile CPU (reference)",
             series("moviepy", "cpu"),
+            bare_cpu,
+            unit="cpu s",
+        ),
+        series_row(BENCH, "decoding alone (AAC to null), wall", wall["decode"], wall["bare"]),
+        series_row(
+            BENCH,
+            "decoding alone (AAC to null), CPU",
+            series("decode", "cpu"),
+            bare_cpu,
+            unit="cpu s",
+        ),
+        series_row(BENCH, "encoding alone (WAV to MP3 192k), wall", wall["encode"], wall["bare"]),
+        series_row(
+            BENCH,
+            "encoding alone (WAV to MP3 192k), CPU",
+            series("encode", "cpu"),
             bare_cpu,
             unit="cpu s",
         ),

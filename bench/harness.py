@@ -119,6 +119,16 @@ def mp3_audio_mkv(source: Path) -> Path:
     return _cached(path, make)
 
 
+def pcm_wav(source: Path) -> Path:
+    """Return a cached WAV of ``source``'s sound, decoded to 32-bit float PCM (as decoded)."""
+    path = CACHE / f"{source.stem}-pcm.wav"
+
+    def make(out: Path) -> None:
+        run_ffmpeg("-i", str(source), "-vn", "-c:a", "pcm_f32le", "-f", "wav", str(out))
+
+    return _cached(path, make)
+
+
 def run_ffmpeg(*args: str) -> None:
     """Run the benchmarks' ffmpeg quietly, overwriting outputs, and fail loudly."""
     subprocess.run([ffmpeg_exe(), "-nostdin", "-loglevel", "error", "-y", *args], check=True)
