@@ -16,6 +16,7 @@ import contextlib
 import importlib
 import json
 import math
+import os
 import resource
 import statistics
 import subprocess
@@ -314,6 +315,15 @@ def _status_kib(pid: int, field: str) -> int:
     except (FileNotFoundError, ProcessLookupError):
         pass
     return 0
+
+
+def cpu_seconds(pid: int) -> float:
+    """Return the user+sys CPU seconds a process has used so far, 0 once it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def child_pids(pid: int) -> list[int]:

@@ -14,8 +14,10 @@ time, so this is the most load 50 clients can make):
   argon2id verification, deliberately slow), against the bound argon2 sets: 2 cores /
   the time of one verification measured here with the same parameters.
 
-The load generator is a small asyncio client (standard library only) in this process;
-its own CPU share is reported, since it runs on the same two cores as the server.
+The load generator is a small asyncio client (standard library only) in this process.
+Each row also says what one answer cost in CPU, in the gateway (master and workers), the
+database (or auth, for logins) and the load client itself, since all share two cores, and
+how many answers each client got: unequal counts mean unequally served connections.
 """
 
 from __future__ import annotations
@@ -32,12 +34,13 @@ from dataclasses import dataclass, field
 import pymongo
 from argon2 import PasswordHasher
 
-from bench.harness import Result, Series, heading, report
+from bench.harness import Result, Series, child_pids, cpu_seconds, heading, report
 from bench.system import BENCH_PASSWORD, BenchSystem, bench_system
 from common.jobs import DONE, utcnow
 
 BENCH = "load"
 JOBS_PER_USER = 50
+CLIENT = "load client"
 
 
 @dataclass
@@ -48,7 +51,8 @@ class LoadResult:
     latencies: list[float] = field(default_factory=list)
     errors: int = 0
     statuses: dict[int, int] = field(default_factory=dict)
-    client_cpu: float = 0.0
+    # CPU seconds of each watched process group (and of this load client) while measuring.
+    cpu: dict[str, float] = field(default_factory=dict)
     # Answers each client got: unequal counts mean some connections were served slower.
     answered: list[int] = field(default_factory=list)
 
@@ -58,6 +62,13 @@ class LoadResult:
 
     def percentile(self, q: float) -> float:
         return Series(self.latencies).percentile(q) if self.latencies else float("nan")
+
+    def cpu_per_answer(self) -> str:
+        """Say what one answer cost each process group, and how many cores they kept busy."""
+        answers = max(1, len(self.latencies) + self.errors)
+        costs = ", ".join(f"{name} {cpu / answers * 1000:.2f} ms" for name, cpu in self.cpu.items())
+        cores = sum(self.cpu.values()) / self.seconds
+        return f"CPU per answer: {costs} ({cores:.1f} cores busy)"
 
     def spread(self) -> str:
         """Say how evenly the clients were served: the fewest, median and most answers."""
@@ -129,6 +140,19 @@ async def _client(
         connection[1].close()
 
 
+def cpu_snapshot(watch: dict[str, list[int]], client: str) -> dict[str, float]:
+    """Return the CPU seconds used so far by each watched group and by this process."""
+    snapshot = {name: sum(cpu_seconds(pid) for pid in pids) for name, pids in watch.items()}
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    snapshot[client] = own.ru_utime + own.ru_stime
+    return snapshot
+
+
+def cpu_used(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """Return the CPU seconds each group used between two snapshots."""
+    return {name: after[name] - before[name] for name in before}
+
+
 def run_load(
     port: int,
     requests: list[bytes],
@@ -137,15 +161,21 @@ def run_load(
     seconds: float,
     warmup: float = 2.0,
     interval: float = 0.0,
+    watch: dict[str, list[int]] | None = None,
 ) -> LoadResult:
     """Run ``clients`` clients for ``warmup`` + ``seconds``; measure the latter.
 
     With ``interval`` 0 each client sends as soon as it has its answer (a closed loop);
     otherwise once every ``interval`` seconds (sooner never, later if still waiting).
+    The CPU of the ``watch`` process groups and of this client is taken over the same span.
     """
     result = LoadResult(seconds=seconds, answered=[0] * clients)
+    snapshots: list[dict[str, float]] = []
 
     async def main() -> None:
+        loop = asyncio.get_running_loop()
+        for delay in (warmup, warmup + seconds):
+            loop.call_later(delay, lambda: snapshots.append(cpu_snapshot(watch or {}, CLIENT)))
         start = time.perf_counter()
         warmup_end = start + warmup
         deadline = warmup_end + seconds
@@ -156,12 +186,8 @@ def run_load(
             )
         )
 
-    cpu_before = resource.getrusage(resource.RUSAGE_SELF)
     asyncio.run(main())
-    cpu_after = resource.getrusage(resource.RUSAGE_SELF)
-    result.client_cpu = (cpu_after.ru_utime - cpu_before.ru_utime) + (
-        cpu_after.ru_stime - cpu_before.ru_stime
-    )
+    result.cpu = cpu_used(*snapshots)
     return result
 
 
@@ -237,18 +263,29 @@ def mongo_baseline(
                     else:
                         result.latencies.append(finished - started)
 
-    cpu_before = resource.getrusage(resource.RUSAGE_SELF)
+    watch = {"database": [system.mongo_pid]}
+    snapshots: list[dict[str, float]] = []
+    timers = [
+        threading.Timer(
+            moment - time.perf_counter(),
+            lambda: snapshots.append(cpu_snapshot(watch, "pymongo client")),
+        )
+        for moment in (warmup_end, deadline)
+    ]
     threads = [threading.Thread(target=worker, args=(index,)) for index in range(clients)]
-    for thread in threads:
+    for thread in timers + threads:
         thread.start()
-    for thread in threads:
+    for thread in timers + threads:
         thread.join()
-    cpu_after = resource.getrusage(resource.RUSAGE_SELF)
-    result.client_cpu = (cpu_after.ru_utime - cpu_before.ru_utime) + (
-        cpu_after.ru_stime - cpu_before.ru_stime
-    )
+    result.cpu = cpu_used(*snapshots)
     client.close()
     return result
+
+
+def service_pids(system: BenchSystem, name: str) -> list[int]:
+    """Return a gunicorn service's processes: its master and workers."""
+    master = system.stack.processes[name].pid
+    return [master, *child_pids(master)]
 
 
 def argon2_verify_cost(rounds: int = 5) -> tuple[float, float]:
@@ -276,8 +313,7 @@ def _rows(
     target_ms: float | None = None,
 ) -> list[Result]:
     """Three rows: throughput (with its ratio to a baseline), latency p50, latency p99."""
-    generator = load.client_cpu / load.seconds
-    note = f"{clients} clients, {load.errors} errors, client {generator:.0%} of a core"
+    note = f"{clients} clients, {load.errors} errors; {load.cpu_per_answer()}"
     ratio = load.rate / baseline.rate if baseline is not None else None
     p99 = load.percentile(99) * 1000
     spread = load.spread() if load.answered else ""
@@ -309,21 +345,31 @@ def run(
         headers = system.login(email)
         job_ids = add_jobs(system, email, JOBS_PER_USER)
         port = system.gateway_port
+        gateway, auth = (service_pids(system, name) for name in ("gateway", "auth"))
+        jobs_api = {"gateway": gateway, "database": [system.mongo_pid]}
         one_job = [http_request("GET", f"/jobs/{job_id}", headers) for job_id in job_ids]
         direct = mongo_baseline(system, email, job_ids, clients=clients, seconds=seconds)
         rows += _rows("pymongo find_one, same query, no gateway (baseline)", direct, clients)
-        load = run_load(port, one_job, clients=clients, seconds=seconds)
+        load = run_load(port, one_job, clients=clients, seconds=seconds, watch=jobs_api)
         rows += _rows("GET /jobs/<id>, closed loop", load, clients, baseline=direct, target_ms=50)
-        paced = run_load(port, one_job, clients=clients, seconds=seconds, interval=poll_ms / 1000)
+        paced = run_load(
+            port, one_job, clients=clients, seconds=seconds, interval=poll_ms / 1000, watch=jobs_api
+        )
         rows += _rows(
             f"GET /jobs/<id>, each client every {poll_ms:g} ms", paced, clients, target_ms=50
         )
         listing = [http_request("GET", "/jobs", headers)]
-        load = run_load(port, listing, clients=clients, seconds=seconds)
+        load = run_load(port, listing, clients=clients, seconds=seconds, watch=jobs_api)
         rows += _rows("GET /jobs (20 per page), closed loop", load, clients)
         basic = base64.b64encode(f"{email}:{BENCH_PASSWORD}".encode()).decode()
         login = [http_request("POST", "/login", {"Authorization": f"Basic {basic}"})]
-        logins = run_load(port, login, clients=login_clients, seconds=seconds)
+        logins = run_load(
+            port,
+            login,
+            clients=login_clients,
+            seconds=seconds,
+            watch={"gateway": gateway, "auth": auth},
+        )
     verify_wall, verify_cpu = argon2_verify_cost()
     bound = (os.cpu_count() or 1) / verify_cpu
     login_rows = _rows("POST /login, closed loop", logins, login_clients)

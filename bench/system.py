@@ -54,6 +54,7 @@ class BenchSystem:
     gateway: str
     auth: str
     mail: MailSink
+    mongo_pid: int
     extra_converters: list[Stack] = field(default_factory=list)
     # perf_counter() of each mail's arrival at the sink, in order.
     mail_arrivals: list[float] = field(default_factory=list)
@@ -267,6 +268,7 @@ def bench_system(
             gateway=f"http://127.0.0.1:{ports['GATEWAY_PORT']}",
             auth=f"http://127.0.0.1:{ports['AUTH_PORT']}",
             mail=mail,
+            mongo_pid=mongo_server.pid or 0,
         )
         yield system
     except StackError:

@@ -166,6 +166,11 @@ class SecantusServer:
         """Return the MongoDB URI clients connect with."""
         return f"mongodb://{self.host}:{self.port}/"
 
+    @property
+    def pid(self) -> int | None:
+        """Return the server's process id while it runs."""
+        return self._process.pid if self._process is not None else None
+
     def start(self, timeout: float = 30.0) -> None:
         """Start the server and wait until it accepts connections.
 
