@@ -154,20 +154,20 @@ def run(runs: int = 5) -> list[Result]:
         return Series([getattr(cost, field) for cost in costs[name]])
 
     bare_cpu, bare_rss = series("bare", "cpu"), series("bare", "peak_rss_mb")
+
+    def wall_and_cpu(name: str, label: str) -> list[Result]:
+        """Return a measured call's wall and CPU rows, each against bare ffmpeg's."""
+        return [
+            series_row(BENCH, f"{label}, wall", wall[name], wall["bare"]),
+            series_row(BENCH, f"{label}, CPU", series(name, "cpu"), bare_cpu, unit="cpu s"),
+        ]
+
     rows = [
         series_row(BENCH, "bare ffmpeg wall (baseline)", wall["bare"]),
         series_row(BENCH, "bare ffmpeg CPU (baseline)", bare_cpu, unit="cpu s"),
         series_row(BENCH, "bare ffmpeg peak RSS (baseline)", bare_rss, unit="MB"),
-        series_row(BENCH, "probe() wall", wall["probe"], wall["bare"]),
-        series_row(BENCH, "probe() CPU", series("probe", "cpu"), bare_cpu, unit="cpu s"),
-        series_row(BENCH, "transcode() wall, probe given", wall["transcode"], wall["bare"]),
-        series_row(
-            BENCH,
-            "transcode() CPU, probe given",
-            series("transcode", "cpu"),
-            bare_cpu,
-            unit="cpu s",
-        ),
+        *wall_and_cpu("probe", "probe()"),
+        *wall_and_cpu("transcode", "transcode() with the probe given"),
         series_row(
             BENCH, "transcode() peak RSS", series("transcode", "peak_rss_mb"), bare_rss, unit="MB"
         ),
@@ -188,32 +188,9 @@ def run(runs: int = 5) -> list[Result]:
             target="<= 1.07x",
             limit=1.07,
         ),
-        series_row(
-            BENCH, "MoviePy write_audiofile wall (reference)", wall["moviepy"], wall["bare"]
-        ),
-        series_row(
-            BENCH,
-            "MoviePy write_audiofile CPU (reference)",
-            series("moviepy", "cpu"),
-            bare_cpu,
-            unit="cpu s",
-        ),
-        series_row(BENCH, "decoding alone (AAC to null), wall", wall["decode"], wall["bare"]),
-        series_row(
-            BENCH,
-            "decoding alone (AAC to null), CPU",
-            series("decode", "cpu"),
-            bare_cpu,
-            unit="cpu s",
-        ),
-        series_row(BENCH, "encoding alone (WAV to MP3 192k), wall", wall["encode"], wall["bare"]),
-        series_row(
-            BENCH,
-            "encoding alone (WAV to MP3 192k), CPU",
-            series("encode", "cpu"),
-            bare_cpu,
-            unit="cpu s",
-        ),
+        *wall_and_cpu("moviepy", "MoviePy write_audiofile (reference)"),
+        *wall_and_cpu("decode", "decoding alone (AAC to null)"),
+        *wall_and_cpu("encode", "encoding alone (WAV to MP3 192k)"),
         series_row(BENCH, "re-encode of MKV with MP3 audio (baseline)", copy["reencode"]),
         series_row(
             BENCH,

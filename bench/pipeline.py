@@ -42,7 +42,7 @@ def through_pipeline(
     system: BenchSystem, source: Path, headers: dict[str, str], poll: float
 ) -> tuple[float, float]:
     """Upload ``source``; return seconds from acceptance to done, and to its email."""
-    mails_before = len(system.mail_arrivals)
+    mails_before = len(system.mail.arrivals())
     accepted_body = system.upload(source, headers)
     accepted = time.perf_counter()
     done = system.wait_done(accepted_body["job_id"], headers, interval=poll)

@@ -1,8 +1,8 @@
 """An SMTP server that keeps every mail it receives, for development and tests.
 
 It accepts any sender and recipient, keeps the parsed messages in memory for
-tests to read, and, given a folder, also writes each one there as a ``.eml``
-file a person can open.
+tests to read, with the ``time.perf_counter()`` of each one's arrival, and, given
+a folder, also writes each one there as a ``.eml`` file a person can open.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ class MailSink:
         self.port = port
         self.folder = folder
         self._messages: list[EmailMessage] = []
+        self._arrivals: list[float] = []  # perf_counter() when each message was kept
         self._changed = threading.Condition()
         self._controller = Controller(_KeepingHandler(self), hostname=self.host, port=port)
 
@@ -54,6 +55,7 @@ class MailSink:
     def keep(self, message: EmailMessage, raw: bytes) -> None:
         """Store one received message (called by the SMTP handler)."""
         with self._changed:
+            self._arrivals.append(time.perf_counter())
             self._messages.append(message)
             if self.folder:
                 stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -63,8 +65,16 @@ class MailSink:
 
     def messages(self, to: str | None = None) -> list[EmailMessage]:
         """Return the messages received so far, optionally only those to one address."""
+        return [message for _arrived, message in self.arrivals(to)]
+
+    def arrivals(self, to: str | None = None) -> list[tuple[float, EmailMessage]]:
+        """Return (``perf_counter()`` at arrival, message) of each message so far, in order."""
         with self._changed:
-            return [m for m in self._messages if to is None or to in str(m.get("To", ""))]
+            return [
+                (arrived, message)
+                for arrived, message in zip(self._arrivals, self._messages, strict=True)
+                if to is None or to in str(message.get("To", ""))
+            ]
 
     def wait_for(
         self, count: int, *, to: str | None = None, timeout: float = 30.0
@@ -87,3 +97,4 @@ class MailSink:
         """Forget every message received so far."""
         with self._changed:
             self._messages.clear()
+            self._arrivals.clear()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import html
 import re
 from email.message import EmailMessage
-from email.utils import make_msgid
 from urllib.parse import urlencode
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
@@ -31,8 +30,9 @@ def compose(job_message: dict, *, mail_from: str, public_url: str) -> EmailMessa
     message["To"] = job_message["username"]
     message["Subject"] = subject
     domain = mail_from.rpartition("@")[2] or "localhost"
-    # One Message-ID per job lets mail clients and tests spot a duplicate.
-    message["Message-ID"] = make_msgid(idstring=str(job_message["job_id"]), domain=domain)
+    # The same Message-ID every time a job's email is sent: a copy sent again after a
+    # crash (docs/decisions.md) is the same message, which mail stores can fold into one.
+    message["Message-ID"] = f"<{job_message['job_id']}.job@{domain}>"
     message["X-Video2mp3-Job"] = str(job_message["job_id"])
     message.set_content(text)
     message.add_alternative(body_html, subtype="html")

@@ -9,7 +9,6 @@ dies mid-way only delays it.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
@@ -20,7 +19,7 @@ from common import metrics
 from common.errors import PermanentError, TransientError
 from common.jobs import EMAIL, WEBHOOK, JobStore, public_view
 from common.messaging import Delivery
-from common.retry import backoff_delay
+from common.retry import retry_transient
 from notification.emails import compose
 from notification.mailer import Mailer
 from notification.webhook import WebhookSender
@@ -145,18 +144,12 @@ class Notifier:
         The message already went out: failing here would retry the whole delivery
         once the claim lapses and tell the owner twice, so keep trying for a while.
         """
-        deadline = time.monotonic() + RECORD_PATIENCE_SECONDS
-        attempt = 0
-        while True:
-            try:
-                self._jobs.mark_delivered(job_id, kind, outcome=outcome)
-                return
-            except TransientError:
-                attempt += 1
-                if time.monotonic() >= deadline:
-                    raise
-                log.warning("could not record the %s of job %s yet; retrying", kind, job_id)
-                time.sleep(backoff_delay(attempt, base=0.25, cap=5.0))
+        retry_transient(
+            lambda: self._jobs.mark_delivered(job_id, kind, outcome=outcome),
+            f"MongoDB to record the {kind} of job {job_id}",
+            timeout=RECORD_PATIENCE_SECONDS,
+            base=0.25,
+        )
 
     def _payload(self, job: dict[str, Any]) -> dict[str, Any]:
         body = public_view(job)

@@ -56,6 +56,7 @@ class Repeatedly:
 
     def __init__(self, action, every: float) -> None:
         self.runs = 0
+        self.started_at: list[float] = []  # perf_counter() as each run began
         self.errors: list[BaseException] = []
         self._action = action
         self._every = every
@@ -72,6 +73,7 @@ class Repeatedly:
 
     def _loop(self) -> None:
         while not self._stop.wait(self._every):
+            self.started_at.append(time.perf_counter())
             try:
                 self._action()
                 self.runs += 1

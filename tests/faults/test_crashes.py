@@ -1,7 +1,12 @@
-"""Workers SIGKILLed mid-batch: every job still finishes, with one MP3 and one email each."""
+"""Workers SIGKILLed mid-batch: every job still finishes, with one MP3 and one email each.
+
+The one exception is the window docs/decisions.md names: a notification worker killed
+between the SMTP server's acceptance of an email and recording it sends it again.
+"""
 
 from __future__ import annotations
 
+import collections
 import time
 
 import pytest
@@ -54,7 +59,7 @@ def test_a_converter_killed_every_few_seconds_loses_and_duplicates_nothing(
     print(f"converter: {JOBS} jobs, {killer.runs} kills and restarts")
 
 
-def test_notification_killed_mid_batch_sends_each_email_once(
+def test_notification_killed_mid_batch_emails_each_job_once_but_for_the_window(
     fault_system, fault_user, mail_sink, clip
 ):
     user = fault_user
@@ -70,8 +75,21 @@ def test_notification_killed_mid_batch_sends_each_email_once(
     assert not killer.errors
     assert killer.runs >= 3, f"only {killer.runs} kills happened"
     settle(6)  # longer than the claim lease: a dead worker's claim would be re-sent by now
-    emails = emails_per_job(mail_sink, user)
-    assert len(emails) == jobs
-    assert set(emails.values()) == {1}
+    copies = collections.defaultdict(list)
+    for arrived, email in mail_sink.arrivals(to=user.email):
+        copies[email["X-Video2mp3-Job"]].append((arrived, email["Message-ID"]))
+    assert len(copies) == jobs  # nobody went without
     assert all(job["notified_at"] is not None for job in jobs_of(fault_system, user))
-    print(f"notification: {jobs} jobs, {killer.runs} kills and restarts")
+    # A worker killed between the SMTP server's acceptance and recording it sends that
+    # job's email again (docs/decisions.md): a copy is allowed only right after such a kill,
+    # and it is the same message (one Message-ID), which mail stores fold into one.
+    sent_again = {job_id: sent for job_id, sent in copies.items() if len(sent) > 1}
+    for job_id, sent in sent_again.items():
+        assert len(sent) == 2, f"job {job_id} was emailed {len(sent)} times"
+        assert sent[0][1] == sent[1][1], f"the copies of job {job_id}'s email differ"
+        first = sent[0][0]
+        assert any(first - 0.25 <= kill <= first + 0.5 for kill in killer.started_at), (
+            f"job {job_id} was emailed again with no kill just after its first email"
+        )
+    assert len(sent_again) <= killer.runs
+    print(f"notification: {jobs} jobs, {killer.runs} kills, {len(sent_again)} emails sent again")
