@@ -24,6 +24,7 @@ from bson.errors import InvalidId
 
 from common.config import MongoConfig
 from common.errors import PermanentError, TransientError
+from common.retry import retry_transient
 
 log = logging.getLogger(__name__)
 
@@ -90,9 +91,16 @@ class Upload:
     """
 
     def __init__(
-        self, bucket: Bucket, filename: str, metadata: Mapping[str, Any], chunk_size: int
+        self,
+        bucket: Bucket,
+        filename: str,
+        metadata: Mapping[str, Any],
+        chunk_size: int,
+        *,
+        abort_patience: float = 0.0,
     ) -> None:
         self._bucket = bucket
+        self._abort_patience = abort_patience
         self._file_id = ObjectId()
         self._filename = filename
         self._metadata = dict(metadata)
@@ -154,14 +162,25 @@ class Upload:
         return self._file_id
 
     def abort(self) -> None:
-        """Delete whatever was written; never raises, the store may be the thing that failed."""
+        """Delete whatever was written; never raises, the store may be the thing that failed.
+
+        A write that failed may still have landed, so this waits out a store outage of up
+        to ``abort_patience`` seconds before it gives up and leaves the pieces behind.
+        """
         self._pending = []
         self._partial.clear()
+
+        def remove() -> None:
+            with translate_errors("removing an aborted upload"):
+                self._bucket.chunks.delete_many({"files_id": self._file_id})
+                self._bucket.files.delete_one({"_id": self._file_id})
+
         try:
-            self._bucket.chunks.delete_many({"files_id": self._file_id})
-            self._bucket.files.delete_one({"_id": self._file_id})
-        except pymongo.errors.PyMongoError as exc:
-            log.warning("could not remove the chunks of an aborted upload: %s", exc)
+            retry_transient(
+                remove, "MongoDB to remove an aborted upload", timeout=self._abort_patience
+            )
+        except (TransientError, pymongo.errors.PyMongoError) as exc:
+            log.warning("could not remove the aborted upload %s: %s", self._file_id, exc)
 
 
 def _now_ms() -> datetime:
@@ -248,15 +267,17 @@ class Bucket:
         self.chunks = client[database]["fs.chunks"]
         self._indexed = False
 
-    def open_upload(self, filename: str, metadata: Mapping[str, Any]) -> Upload:
-        """Start a new file that is written piece by piece."""
+    def open_upload(
+        self, filename: str, metadata: Mapping[str, Any], *, abort_patience: float = 0.0
+    ) -> Upload:
+        """Start a new file that is written piece by piece (see ``Upload.abort``)."""
         if not self._indexed:
             # The indexes GridFS readers rely on (as pymongo's GridIn would make them).
             with translate_errors("opening an upload"):
                 self.files.create_index([("filename", 1), ("uploadDate", 1)])
                 self.chunks.create_index([("files_id", 1), ("n", 1)], unique=True)
             self._indexed = True
-        return Upload(self, filename, metadata, CHUNK_SIZE)
+        return Upload(self, filename, metadata, CHUNK_SIZE, abort_patience=abort_patience)
 
     def put(self, stream: BinaryIO, filename: str, metadata: Mapping[str, Any]) -> ObjectId:
         """Stream ``stream`` into a new file and return its id.

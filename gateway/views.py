@@ -30,8 +30,8 @@ log = logging.getLogger(__name__)
 bp = Blueprint("gateway", __name__)
 
 MAX_PAGE_SIZE = 100
-# How long an upload that met a store outage after storing the video waits for the store
-# to settle what it did: remove a refused upload, or record an accepted one.
+# How long an upload that met a store outage waits for the store to settle what it did:
+# remove the pieces of a refused upload, or record an accepted one.
 SETTLE_TIMEOUT_S = 15.0
 CALLBACK_FIELD = "callback_url"
 
@@ -72,7 +72,7 @@ def upload() -> tuple[Response, int, dict[str, str]]:
             request.stream,
             params["boundary"].encode("latin-1"),
             open_sink=lambda filename: svc.storage.videos.open_upload(
-                filename, {"owner": owner, "job_id": job_id}
+                filename, {"owner": owner, "job_id": job_id}, abort_patience=SETTLE_TIMEOUT_S
             ),
             max_bytes=limit,
             check_fields=_check_fields,

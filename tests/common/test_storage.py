@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 import io
 import os
+import threading
+import time
 
 import gridfs.errors
 import pytest
@@ -177,3 +179,29 @@ def raises_transient(call) -> bool:
     except TransientError:
         return True
     return False
+
+
+@pytest.mark.parametrize(("patience", "left_behind"), [(10.0, 0), (0.0, 1)])
+def test_an_aborted_upload_waits_out_a_short_outage_to_remove_itself(
+    mongo_config, storage, patience, left_behind
+):
+    port = int(mongo_config.uri.rstrip("/").rsplit(":", 1)[1])
+    proxy = TcpProxy("127.0.0.1", port)
+    config = dataclasses.replace(
+        mongo_config, uri=f"mongodb://127.0.0.1:{proxy.port}/", timeout_ms=500
+    )
+    store = Storage(config)
+    try:
+        upload = store.videos.open_upload("v.mp4", {"job_id": "cut"}, abort_patience=patience)
+        upload.write(b"v" * (CHUNK_SIZE * UPLOAD_BATCH_CHUNKS))  # a batch of chunks is stored
+        proxy.refuse()
+        threading.Timer(1.5, proxy.accept).start()  # the outage ends during the abort
+        started = time.monotonic()
+        upload.abort()  # never raises, either way
+        waited = time.monotonic() - started
+    finally:
+        store.close()
+        proxy.close()
+    chunks = storage.client[mongo_config.videos_db]["fs.chunks"]  # straight, not proxied
+    assert chunks.count_documents({}) == left_behind * UPLOAD_BATCH_CHUNKS
+    assert (waited >= 1.5) == (patience > 0)
