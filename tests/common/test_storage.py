@@ -7,6 +7,7 @@ import io
 import os
 import threading
 import time
+from collections.abc import Iterator
 
 import gridfs.errors
 import pytest
@@ -150,26 +151,34 @@ def test_find_one_looks_up_by_metadata(storage):
     assert storage.mp3s.find_one({"metadata.job_id": "other"}) is None
 
 
-def test_store_down_is_transient_and_recovers(mongo_config):
-    port = int(mongo_config.uri.rstrip("/").rsplit(":", 1)[1])
-    proxy = TcpProxy("127.0.0.1", port)
-    config = dataclasses.replace(
-        mongo_config, uri=f"mongodb://127.0.0.1:{proxy.port}/", timeout_ms=500
-    )
-    store = Storage(config)
-    try:
+@pytest.fixture
+def proxy(mongo_config) -> Iterator[TcpProxy]:
+    """A TCP proxy in front of the test's MongoDB, which the test can cut."""
+    proxy = TcpProxy("127.0.0.1", int(mongo_config.uri.rstrip("/").rsplit(":", 1)[1]))
+    yield proxy
+    proxy.close()
+
+
+@pytest.fixture
+def proxied_storage(mongo_config, proxy) -> Iterator[Storage]:
+    """The test's buckets reached through ``proxy``, giving up on a cut store after 0.5 s."""
+    uri = f"mongodb://127.0.0.1:{proxy.port}/"
+    store = Storage(dataclasses.replace(mongo_config, uri=uri, timeout_ms=500))
+    yield store
+    store.close()
+
+
+def test_store_down_is_transient_and_recovers(proxied_storage, proxy):
+    store = proxied_storage
+    store.ping()
+    proxy.refuse()
+    with pytest.raises(TransientError, match="MongoDB unavailable"):
         store.ping()
-        proxy.refuse()
-        with pytest.raises(TransientError, match="MongoDB unavailable"):
-            store.ping()
-        with pytest.raises(TransientError):
-            store.videos.put(io.BytesIO(b"x"), "v.mp4", {})
-        proxy.accept()
-        wait_until(lambda: not raises_transient(store.ping), timeout=10)
-        assert store.videos.put(io.BytesIO(b"x"), "v.mp4", {}) is not None
-    finally:
-        store.close()
-        proxy.close()
+    with pytest.raises(TransientError):
+        store.videos.put(io.BytesIO(b"x"), "v.mp4", {})
+    proxy.accept()
+    wait_until(lambda: not raises_transient(store.ping), timeout=10)
+    assert store.videos.put(io.BytesIO(b"x"), "v.mp4", {}) is not None
 
 
 def raises_transient(call) -> bool:
@@ -183,25 +192,15 @@ def raises_transient(call) -> bool:
 
 @pytest.mark.parametrize(("patience", "left_behind"), [(10.0, 0), (0.0, 1)])
 def test_an_aborted_upload_waits_out_a_short_outage_to_remove_itself(
-    mongo_config, storage, patience, left_behind
+    proxied_storage, proxy, storage, patience, left_behind
 ):
-    port = int(mongo_config.uri.rstrip("/").rsplit(":", 1)[1])
-    proxy = TcpProxy("127.0.0.1", port)
-    config = dataclasses.replace(
-        mongo_config, uri=f"mongodb://127.0.0.1:{proxy.port}/", timeout_ms=500
-    )
-    store = Storage(config)
-    try:
-        upload = store.videos.open_upload("v.mp4", {"job_id": "cut"}, abort_patience=patience)
-        upload.write(b"v" * (CHUNK_SIZE * UPLOAD_BATCH_CHUNKS))  # a batch of chunks is stored
-        proxy.refuse()
-        threading.Timer(1.5, proxy.accept).start()  # the outage ends during the abort
-        started = time.monotonic()
-        upload.abort()  # never raises, either way
-        waited = time.monotonic() - started
-    finally:
-        store.close()
-        proxy.close()
-    chunks = storage.client[mongo_config.videos_db]["fs.chunks"]  # straight, not proxied
+    upload = proxied_storage.videos.open_upload("v.mp4", {"job_id": "cut"}, abort_patience=patience)
+    upload.write(b"v" * (CHUNK_SIZE * UPLOAD_BATCH_CHUNKS))  # a batch of chunks is stored
+    proxy.refuse()
+    threading.Timer(1.5, proxy.accept).start()  # the outage ends during the abort
+    started = time.monotonic()
+    upload.abort()  # never raises, either way
+    waited = time.monotonic() - started
+    chunks = storage.client[storage.config.videos_db]["fs.chunks"]  # straight, not proxied
     assert chunks.count_documents({}) == left_behind * UPLOAD_BATCH_CHUNKS
     assert (waited >= 1.5) == (patience > 0)
