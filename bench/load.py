@@ -42,7 +42,6 @@ from common.jobs import DONE, utcnow
 
 BENCH = "load"
 JOBS_PER_USER = 50
-CLIENT = "load client"
 
 
 @dataclass
@@ -142,17 +141,39 @@ async def _client(
         connection[1].close()
 
 
-def cpu_snapshot(watch: dict[str, list[int]], client: str) -> dict[str, float]:
-    """Return the CPU seconds used so far by each watched group and by this process."""
-    snapshot = {name: sum(cpu_seconds(pid) for pid in pids) for name, pids in watch.items()}
-    own = resource.getrusage(resource.RUSAGE_SELF)
-    snapshot[client] = own.ru_utime + own.ru_stime
-    return snapshot
+class CpuWindow:
+    """The CPU seconds of watched process groups, and of this process as ``client``,
+    between two ``perf_counter()`` moments; read on timer threads while a load runs."""
 
+    def __init__(self, start: float, end: float, watch: dict[str, list[int]], client: str) -> None:
+        self._watch = watch
+        self._client = client
+        self._snapshots: list[dict[str, float]] = []
+        self._timers = [
+            threading.Timer(max(0.0, moment - time.perf_counter()), self._snapshot)
+            for moment in (start, end)
+        ]
 
-def cpu_used(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
-    """Return the CPU seconds each group used between two snapshots."""
-    return {name: after[name] - before[name] for name in before}
+    def __enter__(self) -> CpuWindow:
+        for timer in self._timers:
+            timer.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        for timer in self._timers:
+            timer.join()
+
+    def used(self) -> dict[str, float]:
+        """Return each group's CPU seconds within the window (after the block)."""
+        before, after = self._snapshots
+        return {name: after[name] - before[name] for name in before}
+
+    def _snapshot(self) -> None:
+        watch = self._watch
+        snapshot = {name: sum(cpu_seconds(pid) for pid in pids) for name, pids in watch.items()}
+        own = resource.getrusage(resource.RUSAGE_SELF)
+        snapshot[self._client] = own.ru_utime + own.ru_stime
+        self._snapshots.append(snapshot)
 
 
 def run_load(
@@ -172,15 +193,10 @@ def run_load(
     The CPU of the ``watch`` process groups and of this client is taken over the same span.
     """
     result = LoadResult(seconds=seconds, answered=[0] * clients)
-    snapshots: list[dict[str, float]] = []
+    warmup_end = time.perf_counter() + warmup
+    deadline = warmup_end + seconds
 
     async def main() -> None:
-        loop = asyncio.get_running_loop()
-        for delay in (warmup, warmup + seconds):
-            loop.call_later(delay, lambda: snapshots.append(cpu_snapshot(watch or {}, CLIENT)))
-        start = time.perf_counter()
-        warmup_end = start + warmup
-        deadline = warmup_end + seconds
         await asyncio.gather(
             *(
                 _client(port, requests, index, deadline, warmup_end, result, interval)
@@ -188,8 +204,9 @@ def run_load(
             )
         )
 
-    asyncio.run(main())
-    result.cpu = cpu_used(*snapshots)
+    with CpuWindow(warmup_end, deadline, watch or {}, "load client") as window:
+        asyncio.run(main())
+    result.cpu = window.used()
     return result
 
 
@@ -265,21 +282,14 @@ def mongo_baseline(
                     else:
                         result.latencies.append(finished - started)
 
-    watch = {"database": [system.mongo_pid]}
-    snapshots: list[dict[str, float]] = []
-    timers = [
-        threading.Timer(
-            moment - time.perf_counter(),
-            lambda: snapshots.append(cpu_snapshot(watch, "pymongo client")),
-        )
-        for moment in (warmup_end, deadline)
-    ]
     threads = [threading.Thread(target=worker, args=(index,)) for index in range(clients)]
-    for thread in timers + threads:
-        thread.start()
-    for thread in timers + threads:
-        thread.join()
-    result.cpu = cpu_used(*snapshots)
+    watch = {"database": [system.mongo_server.pid]}
+    with CpuWindow(warmup_end, deadline, watch, "pymongo client") as window:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    result.cpu = window.used()
     client.close()
     return result
 
@@ -351,7 +361,7 @@ def run(
         job_ids = add_jobs(system, email, JOBS_PER_USER)
         port = system.gateway_port
         gateway, auth = (service_pids(system, name) for name in ("gateway", "auth"))
-        jobs_api = {"gateway": gateway, "database": [system.mongo_pid]}
+        jobs_api = {"gateway": gateway, "database": [system.mongo_server.pid]}
         one_job = [http_request("GET", f"/jobs/{job_id}", headers) for job_id in job_ids]
         direct = mongo_baseline(system, email, job_ids, clients=clients, seconds=seconds)
         rows += _rows("pymongo find_one, same query, no gateway (baseline)", direct, clients)

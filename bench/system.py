@@ -54,7 +54,7 @@ class BenchSystem:
     gateway: str
     auth: str
     mail: MailSink
-    mongo_pid: int
+    mongo_server: servers.SecantusServer
     extra_converters: list[Stack] = field(default_factory=list)
 
     def wait_mail(self, count: int, timeout: float = 60) -> float:
@@ -257,7 +257,7 @@ def bench_system(
             gateway=f"http://127.0.0.1:{ports['GATEWAY_PORT']}",
             auth=f"http://127.0.0.1:{ports['AUTH_PORT']}",
             mail=mail,
-            mongo_pid=mongo_server.pid or 0,
+            mongo_server=mongo_server,
         )
         yield system
     except StackError:

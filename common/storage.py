@@ -361,6 +361,16 @@ class Storage:
         self.videos = Bucket(self.client, config.videos_db)
         self.mp3s = Bucket(self.client, config.mp3s_db)
 
+    def delete_files_of(self, job: Mapping[str, Any]) -> None:
+        """Delete a job's video and, if it has one, its MP3.
+
+        Callers delete the job record after this, never before: an outage in between
+        leaves the record, so repeating the whole deletion finishes it.
+        """
+        self.videos.delete(job["video_fid"])
+        if job.get("mp3_fid"):
+            self.mp3s.delete(job["mp3_fid"])
+
     def ping(self) -> None:
         """Check that MongoDB answers.
 

@@ -101,20 +101,17 @@ class Janitor:
         return report
 
     def _remove_abandoned(self, job: dict) -> bool:
-        # The video first, as for expiry; the record goes only if it is still
-        # unqueued, so a job whose message did get through is never lost.
-        self._storage.videos.delete(job["video_fid"])
+        # The record goes only if it is still unqueued, so a job whose message did
+        # get through is never lost.
+        self._storage.delete_files_of(job)
         if not self._jobs.delete_abandoned(job["_id"]):
             return False
         log.warning("deleted job %s: its upload was never accepted", job["_id"])
         return True
 
     def _expire(self, job: dict) -> None:
-        # Files first, record last: a janitor that dies in between finds the record
-        # again next round and finishes the job.
-        self._storage.videos.delete(job["video_fid"])
-        if job.get("mp3_fid"):
-            self._storage.mp3s.delete(job["mp3_fid"])
+        # A janitor that dies between the two finds the record next round and finishes.
+        self._storage.delete_files_of(job)
         self._jobs.delete(job["_id"])
         log.info("deleted job %s and its files (past retention)", job["_id"])
 

@@ -159,8 +159,8 @@ def _forget_upload(job_id: str, video_fid: Any) -> None:
     svc = services()
 
     def remove() -> None:
-        # The video first: the janitor finds leftovers by their job record.
-        svc.storage.videos.delete(video_fid)
+        # The record last: the janitor finds leftovers by it.
+        svc.storage.delete_files_of({"video_fid": video_fid})
         svc.jobs.delete(job_id)
 
     with contextlib.suppress(TransientError):
@@ -281,10 +281,7 @@ def delete_job(job_id: str) -> tuple[str, int]:
     job = svc.jobs.get_owned(job_id, current_user().subject)
     if job is None:
         raise _not_found()
-    # Files first, the record last: a delete cut short by an outage can be repeated.
-    svc.storage.videos.delete(job["video_fid"])
-    if job.get("mp3_fid"):
-        svc.storage.mp3s.delete(job["mp3_fid"])
+    svc.storage.delete_files_of(job)  # then the record: a delete cut short can be repeated
     svc.jobs.delete(job_id)
     log.info("deleted job %s", job_id)
     return "", 204
