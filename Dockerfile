@@ -7,9 +7,9 @@
 #
 # (docker-compose.yml and the README's Kubernetes section build them the same way.)
 # Each image holds the shared package, its own service package and only the
-# dependencies of that service's extra in pyproject.toml. It runs as uid 10001 and
-# works with a read-only root filesystem given a writable /tmp (and, for the
-# converter, a writable CONVERTER_WORKDIR).
+# dependencies of that service's extra in pyproject.toml, as locked in uv.lock. It
+# runs as uid 10001 and works with a read-only root filesystem given a writable /tmp
+# (and, for the converter, a writable CONVERTER_WORKDIR).
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
@@ -20,26 +20,32 @@ ENV PYTHONUNBUFFERED=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
 # ---------------------------------------------------------------- build stages
-# A venv with exactly the pinned dependencies of one extra of pyproject.toml (never
-# "all" or "dev"). The project's own code is copied into the final image as it is,
-# with its data files (templates, static files, OpenAPI documents).
+# A venv with exactly the locked dependencies of one extra of pyproject.toml (never
+# "all" or a dependency group), each checked against its hash in uv.lock. uv (pinned by
+# hash in requirements/uv.txt) only exports the lock; pip installs it. The project's own
+# code is copied into the final image as it is, with its data files (templates, static
+# files, OpenAPI documents).
 FROM base AS builder
 WORKDIR /src
-COPY pyproject.toml ./
-RUN python -c 'import tomllib; extras = tomllib.load(open("pyproject.toml", "rb"))["project"]["optional-dependencies"]; [open(f"requirements-{name}.txt", "w").write("\n".join(deps) + "\n") for name, deps in extras.items()]' \
+COPY requirements/uv.txt pyproject.toml uv.lock ./
+RUN pip install --require-hashes -r uv.txt \
     && python -m venv /opt/venv
 
 FROM builder AS build-auth_service
-RUN /opt/venv/bin/pip install -r requirements-auth.txt
+RUN uv export --locked --no-emit-project --no-default-groups --extra auth -o requirements.txt \
+    && /opt/venv/bin/pip install --no-deps --require-hashes -r requirements.txt
 
 FROM builder AS build-gateway
-RUN /opt/venv/bin/pip install -r requirements-gateway.txt
+RUN uv export --locked --no-emit-project --no-default-groups --extra gateway -o requirements.txt \
+    && /opt/venv/bin/pip install --no-deps --require-hashes -r requirements.txt
 
 FROM builder AS build-converter
-RUN /opt/venv/bin/pip install -r requirements-converter.txt
+RUN uv export --locked --no-emit-project --no-default-groups --extra converter -o requirements.txt \
+    && /opt/venv/bin/pip install --no-deps --require-hashes -r requirements.txt
 
 FROM builder AS build-notification
-RUN /opt/venv/bin/pip install -r requirements-notification.txt
+RUN uv export --locked --no-emit-project --no-default-groups --extra notification -o requirements.txt \
+    && /opt/venv/bin/pip install --no-deps --require-hashes -r requirements.txt
 
 # -------------------------------------------------------------- runtime stages
 FROM base AS runtime

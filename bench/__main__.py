@@ -10,13 +10,14 @@ from __future__ import annotations
 import argparse
 import time
 
-from bench import converter, load, pipeline, scale, storage
+from bench import converter, load, mongo, pipeline, scale, storage
 from bench.harness import Result, format_table, heading, report
 
 BENCHES = {
     "converter": converter.run,
     "pipeline": pipeline.run,
     "storage": storage.run,
+    "mongo": mongo.run,
     "load": load.run,
     "scale": scale.run,
 }

@@ -4,8 +4,8 @@ The four services run as processes through ``devstack.stack.Stack`` (gunicorn fo
 HTTP services, ``python -m`` for the workers) with ``make run``'s defaults (2 gunicorn
 workers of 4 threads, production argon2 cost), on free ports, against:
 the machine's MariaDB (a fresh database) and RabbitMQ (queues with a per-run prefix),
-a SecantusDB of our own keeping its data on disk in a temp folder (as ``make run``
-does), and an SMTP sink. Everything is removed again on the way out.
+a mongod of our own (a single-node replica set) keeping its data on disk in a temp
+folder (as ``make run`` does), and an SMTP sink. Everything is removed again on the way out.
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ class BenchSystem:
     gateway: str
     auth: str
     mail: MailSink
-    mongo_server: servers.SecantusServer
+    mongo_server: servers.MongoServer
     extra_converters: list[Stack] = field(default_factory=list)
 
     def wait_mail(self, count: int, timeout: float = 60) -> float:
@@ -179,10 +179,7 @@ def bench_system(
     rabbitmq = servers.rabbitmq()
     mariadb.ensure()
     rabbitmq.ensure()
-    mongo_server = servers.SecantusServer(
-        storage=str(run_dir / "mongo"), log_path=run_dir / "secantusdb.log"
-    )
-    (run_dir / "mongo").mkdir()
+    mongo_server = servers.MongoServer(run_dir / "mongod", log_path=run_dir / "mongod.log")
     mail = MailSink(servers.free_port())
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     key_path = run_dir / "jwt.pem"
@@ -212,7 +209,7 @@ def bench_system(
         # Logins are measured separately; the rest of a benchmark logs in a handful of times.
         "LOGIN_RATE_LIMIT_CLIENT": "100000/minute",
         "LOGIN_RATE_LIMIT_ACCOUNT": "100000/minute",
-        "MONGO_URI": f"mongodb://127.0.0.1:{mongo_server.port}/",
+        "MONGO_URI": mongo_server.uri,
         "MONGO_VIDEOS_DB": "videos",
         "MONGO_MP3S_DB": "mp3s",
         "RABBITMQ_URL": rabbit_url,

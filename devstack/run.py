@@ -2,9 +2,9 @@
 
 Every DESIGN.md §9 variable set in the environment wins over the defaults
 below, so the same command runs against other servers. What is left at its
-default is provided here: MariaDB and RabbitMQ are started if they are down,
-SecantusDB keeps its data under the run folder, an SMTP sink writes each mail
-there as a ``.eml`` file, and a token-signing key is generated once.
+default is provided here: MariaDB and RabbitMQ are started if they are down, a
+mongod (a single-node replica set) keeps its data under the run folder, an SMTP sink
+writes each mail there as a ``.eml`` file, and a token-signing key is generated once.
 """
 
 from __future__ import annotations
@@ -46,6 +46,8 @@ def resolve_env(environ: Mapping[str, str], run_dir: Path) -> dict[str, str]:
         "MYSQL_PORT": "3306",
         "MYSQL_USER": "root",
         "MYSQL_DB": "auth",
+        # No replicaSet= here: the driver discovers ours, and a server already on the
+        # port (reused below) may be a standalone one.
         "MONGO_URI": "mongodb://127.0.0.1:27017/",
         "RABBITMQ_URL": "amqp://guest:guest@127.0.0.1:5672/%2F",
         "VIDEO_QUEUE": "video",
@@ -105,7 +107,7 @@ class LocalServers:
 
     def __init__(self) -> None:
         self.system: list[servers.SystemServer] = []
-        self.mongo: servers.SecantusServer | None = None
+        self.mongo: servers.MongoServer | None = None
         self.mail: MailSink | None = None
 
     def start(self, environ: Mapping[str, str], env: Mapping[str, str], run_dir: Path) -> None:
@@ -117,14 +119,16 @@ class LocalServers:
             self._ensure(servers.rabbitmq(broker.hostname or "127.0.0.1", broker.port or 5672))
         if "MONGO_URI" not in environ:
             if servers.port_open("127.0.0.1", 27017):
-                log.info("reusing the MongoDB-compatible server already on 127.0.0.1:27017")
+                log.info("reusing the MongoDB server already on 127.0.0.1:27017")
             else:
-                (run_dir / "mongo").mkdir(parents=True, exist_ok=True)
-                self.mongo = servers.SecantusServer(
-                    27017, str(run_dir / "mongo"), log_path=run_dir / "logs" / "secantusdb.log"
+                self.mongo = servers.MongoServer(
+                    run_dir / "mongod", 27017, log_path=run_dir / "logs" / "mongod.log"
                 )
-                self.mongo.start()
-                log.info("SecantusDB on 127.0.0.1:27017, data in %s", run_dir / "mongo")
+                try:
+                    self.mongo.start()
+                except servers.ServerUnavailable as exc:
+                    raise SystemExit(str(exc)) from None
+                log.info("mongod on 127.0.0.1:27017, data in %s", run_dir / "mongod")
         if "SMTP_HOST" not in environ:
             port = int(env["SMTP_PORT"])
             if servers.port_open("127.0.0.1", port):

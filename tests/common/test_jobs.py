@@ -79,6 +79,34 @@ def test_list_is_newest_first_filtered_and_paged(jobs):
     assert processing[0]["_id"] == created[0]
 
 
+def test_a_page_of_jobs_comes_from_the_index_in_order_not_from_a_sort(jobs, storage):
+    for _ in range(30):
+        make_job(jobs)
+        make_job(jobs, owner="someone-else@example.com")
+    database = storage.client[storage.config.videos_db]
+    database.command("profile", 2)  # MongoDB records how it ran each query
+    try:
+        jobs.list_owned("a@example.com", limit=5)
+        jobs.list_owned("a@example.com", status=QUEUED, limit=5, offset=5)
+    finally:
+        database.command("profile", 0)
+    pages = list(database["system.profile"].find({"op": "query", "ns": f"{database.name}.jobs"}))
+    assert len(pages) == 2
+    for page in pages:
+        assert not page.get("hasSortStage"), page["planSummary"]
+        assert page["docsExamined"] <= 10, page["planSummary"]  # the page and what it skips
+
+
+def test_indexes_that_newer_ones_cover_are_dropped(storage):
+    collection = storage.client[storage.config.videos_db]["jobs"]
+    collection.create_index([("owner", 1), ("created_at", -1)])
+    collection.create_index([("owner", 1), ("status", 1), ("created_at", -1)])
+    JobStore(storage.client, storage.config).ensure_indexes()
+    names = set(collection.index_information())
+    assert "owner_1_created_at_-1__id_-1" in names
+    assert not names & {"owner_1_created_at_-1", "owner_1_status_1_created_at_-1"}
+
+
 def test_lifecycle_queued_processing_done(jobs):
     job = make_job(jobs)
     started = jobs.start(job["_id"])

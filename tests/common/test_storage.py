@@ -1,4 +1,4 @@
-"""GridFS buckets against a real (SecantusDB) MongoDB server."""
+"""GridFS buckets against a real MongoDB server (the session's mongod)."""
 
 from __future__ import annotations
 
@@ -152,9 +152,9 @@ def test_find_one_looks_up_by_metadata(storage):
 
 
 @pytest.fixture
-def proxy(mongo_config) -> Iterator[TcpProxy]:
+def proxy(mongo_server) -> Iterator[TcpProxy]:
     """A TCP proxy in front of the test's MongoDB, which the test can cut."""
-    proxy = TcpProxy("127.0.0.1", int(mongo_config.uri.rstrip("/").rsplit(":", 1)[1]))
+    proxy = TcpProxy(mongo_server.host, mongo_server.port)
     yield proxy
     proxy.close()
 
@@ -162,8 +162,7 @@ def proxy(mongo_config) -> Iterator[TcpProxy]:
 @pytest.fixture
 def proxied_storage(mongo_config, proxy) -> Iterator[Storage]:
     """The test's buckets reached through ``proxy``, giving up on a cut store after 0.5 s."""
-    uri = f"mongodb://127.0.0.1:{proxy.port}/"
-    store = Storage(dataclasses.replace(mongo_config, uri=uri, timeout_ms=500))
+    store = Storage(dataclasses.replace(mongo_config, uri=proxy.mongo_uri, timeout_ms=500))
     yield store
     store.close()
 

@@ -26,6 +26,8 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "k8s"
 DOCKERFILE = ROOT / "Dockerfile"
+# The uv that `make` installs (pinned in requirements/uv.txt); it reads uv.lock.
+UV = ROOT / ".tools" / "uv" / "bin" / "uv"
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 ENV_EXAMPLE = ROOT / ".env.example"
 NAMESPACE = "video2mp3"

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
+import shutil
 import subprocess
 import sys
 import tomllib
+from pathlib import Path
 
 import pytest
 from packaging.requirements import Requirement
@@ -22,6 +24,7 @@ from packaging.utils import canonicalize_name
 from tests.deploy.files import (
     ROOT,
     SERVICES,
+    UV,
     container_environment,
     filled_secret_templates,
     find,
@@ -83,6 +86,32 @@ def extra_closure(extra: str) -> set[str]:
             if wanted and canonicalize_name(needed.name) not in names:
                 pending.append(needed)
     return names
+
+
+def locked_extra(extra: str, context: Path) -> set[str]:
+    """Return the names the Dockerfile's builder installs for ``extra`` from the lock."""
+    for name in ("pyproject.toml", "uv.lock"):
+        shutil.copy(ROOT / name, context / name)  # the build context holds no more
+    result = subprocess.run(
+        [str(UV), "export", "--locked", "--no-emit-project", "--no-default-groups",
+         "--extra", extra, "--format", "requirements-txt"],
+        cwd=context, capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    lines = result.stdout.splitlines()
+    pins = [Requirement(line.rstrip(" \\")) for line in lines if line and line[0].isalnum()]
+    assert pins, result.stderr
+    assert all(str(pin.specifier).startswith("==") for pin in pins)
+    hashed = [line for line in lines if "--hash=sha256:" in line]
+    assert len(hashed) >= len(pins), "every locked package has its hashes"
+    # What pip installs on this (Linux) machine, as in the image: markers evaluated.
+    return {
+        canonicalize_name(pin.name) for pin in pins if pin.marker is None or pin.marker.evaluate()
+    }
+
+
+@pytest.mark.parametrize("service", SERVICES, ids=lambda s: s.package)
+def test_the_lock_gives_each_image_exactly_its_extra(service, tmp_path):
+    assert locked_extra(service.extra, tmp_path) == extra_closure(service.extra) - {"video2mp3"}
 
 
 def entry_code(package: str, http: bool) -> str:

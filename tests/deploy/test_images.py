@@ -85,8 +85,10 @@ def test_each_target_installs_only_its_own_extra_and_code(service):
     assert stage_chain(STAGES, service.package)[0].name == "base"
     (venv,) = [a for a in STAGES[service.package].arguments("COPY") if a.startswith("--from=")]
     build = STAGES[venv.split()[0].removeprefix("--from=")]
-    assert build.arguments("RUN") == [
-        f"/opt/venv/bin/pip install -r requirements-{service.extra}.txt"
+    assert [" ".join(run.split()) for run in build.arguments("RUN")] == [
+        f"uv export --locked --no-emit-project --no-default-groups --extra {service.extra}"
+        " -o requirements.txt"
+        " && /opt/venv/bin/pip install --no-deps --require-hashes -r requirements.txt"
     ]
     copied = [
         a.split()[0].rstrip("/")
@@ -163,4 +165,13 @@ def test_dockerignore_sends_only_the_packages():
     ]
     assert patterns[0] == "*"
     included = {p.removeprefix("!") for p in patterns if p.startswith("!")}
-    assert included == {"pyproject.toml", "common"} | {s.package for s in SERVICES}
+    assert included == {"pyproject.toml", "uv.lock", "requirements/uv.txt", "common"} | {
+        s.package for s in SERVICES
+    }
+
+
+def test_the_builder_takes_uv_by_hash_and_the_lock_unchanged():
+    builder = STAGES["builder"]
+    assert builder.arguments("COPY") == ["requirements/uv.txt pyproject.toml uv.lock ./"]
+    (install,) = builder.arguments("RUN")
+    assert install.startswith("pip install --require-hashes -r uv.txt")

@@ -15,7 +15,7 @@ from devstack.mailsink import MailSink
 from tests.support.tcp_proxy import TcpProxy
 
 
-def test_secantusdb_speaks_mongodb_and_gridfs(mongo_uri):
+def test_mongod_speaks_mongodb_and_gridfs(mongo_uri):
     client = pymongo.MongoClient(mongo_uri, serverSelectionTimeoutMS=5000)
     try:
         assert client.admin.command("ping")["ok"] == 1
@@ -63,13 +63,10 @@ def test_wait_for_times_out_when_mail_does_not_come(mailbox):
         mailbox.wait_for(1, timeout=0.2)
 
 
-def test_tcp_proxy_forwards_then_refuses(mongo_uri):
-    port = int(mongo_uri.rsplit(":", 1)[1].strip("/"))
-    proxy = TcpProxy("127.0.0.1", port)
+def test_tcp_proxy_forwards_then_refuses(mongo_server):
+    proxy = TcpProxy(mongo_server.host, mongo_server.port)
     try:
-        client = pymongo.MongoClient(
-            f"mongodb://127.0.0.1:{proxy.port}/", serverSelectionTimeoutMS=1000
-        )
+        client = pymongo.MongoClient(proxy.mongo_uri, serverSelectionTimeoutMS=1000)
         assert client.admin.command("ping")["ok"] == 1
         proxy.refuse()
         with pytest.raises(pymongo.errors.PyMongoError):
@@ -96,3 +93,47 @@ def test_system_server_reports_how_to_start_a_missing_server():
     with pytest.raises(servers.ServerUnavailable, match=r"not installed\. Install it first\."):
         server.ensure()
     assert not server.started_by_us
+
+
+def test_mongod_is_a_replica_set_with_transactions(mongo_uri):
+    client = pymongo.MongoClient(mongo_uri, serverSelectionTimeoutMS=5000)
+    things = client["devstack_txn"]["things"]
+    try:
+        assert client.admin.command("hello")["setName"] == servers.MongoServer.REPLICA_SET
+        things.insert_one({"n": 0})  # a transaction cannot create its collection on 6.0
+        with client.start_session() as session:
+            with session.start_transaction():
+                things.insert_one({"n": 1}, session=session)
+                session.abort_transaction()
+            assert things.count_documents({"n": 1}) == 0
+            with session.start_transaction():
+                things.insert_one({"n": 1}, session=session)
+        assert things.count_documents({"n": 1}) == 1
+    finally:
+        client.drop_database("devstack_txn")
+        client.close()
+
+
+def test_mongod_keeps_its_data_and_its_set_across_a_restart(tmp_path):
+    server = servers.MongoServer(tmp_path / "data")
+    server.start()
+    try:
+        with pymongo.MongoClient(server.uri, serverSelectionTimeoutMS=5000) as client:
+            client["kept"]["things"].insert_one({"_id": "survivor"})
+        server.kill()  # a crash: the journal must bring the write back
+        server.start()  # the set exists already: no second initiate, primary again
+        with pymongo.MongoClient(server.uri, serverSelectionTimeoutMS=5000) as client:
+            assert client["kept"]["things"].find_one({"_id": "survivor"}) is not None
+            assert client.admin.command("hello")["isWritablePrimary"]
+    finally:
+        server.stop()
+    assert (tmp_path / "data").is_dir(), "a folder the caller gave is the caller's to remove"
+
+
+def test_mongod_without_a_data_folder_removes_its_own():
+    server = servers.MongoServer()
+    server.start()
+    data_dir = server.data_dir
+    assert data_dir.is_dir()
+    server.stop()
+    assert not data_dir.exists()

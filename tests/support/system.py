@@ -78,7 +78,7 @@ def running_system(
     *,
     mysql_server,
     rabbitmq_config,
-    mongo_uri: str,
+    mongo_server,
     mail_sink,
     extra_env: dict[str, str] | None = None,
 ) -> Iterator[System]:
@@ -101,7 +101,7 @@ def running_system(
     }
     proxies = {
         "broker": TcpProxy(*_host_port(rabbitmq_config.url.split("@", 1)[1].split("/", 1)[0])),
-        "mongo": TcpProxy(*_host_port(mongo_uri.removeprefix("mongodb://").rstrip("/"))),
+        "mongo": TcpProxy(mongo_server.host, mongo_server.port),
         "mysql": TcpProxy(mysql_server.host, mysql_server.port),
         "smtp": TcpProxy(mail_sink.host, mail_sink.port),
     }
@@ -120,7 +120,7 @@ def running_system(
         "ARGON2_MEMORY_KIB": "8192",
         "LOGIN_RATE_LIMIT_CLIENT": "1000/minute",
         "LOGIN_RATE_LIMIT_ACCOUNT": "1000/minute",
-        "MONGO_URI": f"mongodb://127.0.0.1:{proxies['mongo'].port}/",
+        "MONGO_URI": proxies["mongo"].mongo_uri,
         "MONGO_TIMEOUT_MS": "2000",
         "MONGO_VIDEOS_DB": f"videos_{suffix}",
         "MONGO_MP3S_DB": f"mp3s_{suffix}",
@@ -147,7 +147,7 @@ def running_system(
     stack = Stack(env, run_dir / "logs", overrides=overrides)
     admin = mysql_server.connect()
     admin.cursor().execute(f"CREATE DATABASE `{database}`")
-    mongo = pymongo.MongoClient(mongo_uri)
+    mongo = pymongo.MongoClient(mongo_server.uri)
     try:
         auth_cli(env, "init-db")
         auth_cli(env, "create-user", ADMIN[0], "--password", ADMIN[1], "--admin")
@@ -179,7 +179,7 @@ def running_system(
 
 @pytest.fixture(scope="session")
 def start_system(
-    tmp_path_factory, mysql_server, rabbitmq_config, mongo_uri, mail_sink
+    tmp_path_factory, mysql_server, rabbitmq_config, mongo_server, mail_sink
 ) -> Callable[..., contextlib.AbstractContextManager[System]]:
     """Return a function that starts a system on the session's servers (a context manager)."""
 
@@ -188,7 +188,7 @@ def start_system(
             tmp_path_factory.mktemp(name),
             mysql_server=mysql_server,
             rabbitmq_config=rabbitmq_config,
-            mongo_uri=mongo_uri,
+            mongo_server=mongo_server,
             mail_sink=mail_sink,
             extra_env=extra_env,
         )

@@ -27,6 +27,15 @@ class TcpProxy:
         self._thread = threading.Thread(target=self._accept_loop, daemon=True)
         self._thread.start()
 
+    @property
+    def mongo_uri(self) -> str:
+        """Return a MongoDB URI through this proxy to a replica-set member.
+
+        The connection is direct: a client that discovered the set would connect
+        to the member's own address, around the proxy.
+        """
+        return f"mongodb://127.0.0.1:{self.port}/?directConnection=true"
+
     def drop(self) -> None:
         """Sever every connection open through the proxy."""
         with self._lock:
