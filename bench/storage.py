@@ -3,7 +3,7 @@
 Usage: ``python -m bench.storage [--runs N] [--mib SIZE]``
 
 Starts an isolated stack with only auth and the gateway (no converter: the upload stays
-a queued job) and a SecantusDB keeping its data on disk, as ``make run`` does. The file
+a queued job) and a mongod keeping its data on disk, as ``make run`` does. The file
 is 1 GiB of random bytes (incompressible, as video is) behind an MP4 header so the
 gateway's sniff accepts it, cached under .cache/bench. Interleaved, per run:
 
@@ -179,8 +179,8 @@ class StorageRun:
             self.upload()
             fid = self.put()
         job_id = self.record_done_job(fid)
-        # The first read after a large write pays for the server writing it back (seen
-        # 2-4x slower on SecantusDB, whichever reader comes first): settle it first.
+        # One unmeasured read first, so neither timed reader pays for bringing the file
+        # just written into the server's and the kernel's caches.
         self.bucket.download_to_stream(fid, _Discard())
         if number % 2 == 0:
             self.get(fid)
