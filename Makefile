@@ -72,12 +72,13 @@ lock: $(UV) ## re-resolve uv.lock after a change to pyproject.toml (UPGRADE=1: n
 
 # Test tools from Debian's packages, as "command:package": docker-compose checks
 # docker-compose.yml, promtool the Prometheus configs, chromium runs the web page's
-# end-to-end test (kubectl, for kubectl kustomize, comes with the machine image). Installs only what is missing, without
-# recommends (docker-compose's would pull in a Docker engine) and without starting
-# the prometheus daemon (RUNLEVEL=1 keeps invoke-rc.d from it).
-DEPLOY_TOOLS := docker-compose:docker-compose promtool:prometheus chromium:chromium
+# end-to-end test, strace watches what ffmpeg opens in tests/hostile (kubectl, for
+# kubectl kustomize, comes with the machine image). Installs only what is missing,
+# without recommends (docker-compose's would pull in a Docker engine) and without
+# starting the prometheus daemon (RUNLEVEL=1 keeps invoke-rc.d from it).
+DEPLOY_TOOLS := docker-compose:docker-compose promtool:prometheus chromium:chromium strace:strace
 
-deploy-tools: ## install test tools from Debian (docker-compose, promtool, chromium)
+deploy-tools: ## install test tools from Debian (docker-compose, promtool, chromium, strace)
 	@missing=""; \
 	for tool in $(DEPLOY_TOOLS); do \
 	  command -v "$${tool%%:*}" >/dev/null 2>&1 || missing="$$missing $${tool#*:}"; \

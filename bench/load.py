@@ -36,9 +36,10 @@ from dataclasses import dataclass, field
 import pymongo
 from argon2 import PasswordHasher
 
-from bench.harness import Result, Series, child_pids, cpu_seconds, heading, report
+from bench.harness import Result, Series, heading, report
 from bench.system import BENCH_PASSWORD, BenchSystem, bench_system
 from common.jobs import DONE, utcnow
+from devstack.procs import child_pids, cpu_seconds
 
 BENCH = "load"
 JOBS_PER_USER = 50

@@ -26,11 +26,12 @@ from datetime import UTC, datetime, timedelta
 import pymongo
 from bson import ObjectId
 
-from bench.harness import Result, Series, cpu_seconds, heading, interleave, report, series_row
+from bench.harness import Result, Series, heading, interleave, report, series_row
 from common.config import MongoConfig
 from common.jobs import SUPERSEDED_INDEXES, JobStore
 from common.storage import Storage
 from devstack import servers
+from devstack.procs import cpu_seconds
 
 BENCH = "mongo"
 OWNERS = 5

@@ -33,7 +33,6 @@ from bson import ObjectId
 from bench.harness import (
     CACHE,
     Result,
-    RssSampler,
     Series,
     heading,
     paired_ratio,
@@ -42,6 +41,7 @@ from bench.harness import (
 )
 from bench.system import BenchSystem, bench_system
 from common.jobs import DONE, utcnow
+from devstack.procs import RssSampler
 
 BENCH = "storage"
 READ_SIZE = 1024 * 1024

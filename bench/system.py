@@ -35,6 +35,7 @@ from common.config import RabbitConfig
 from common.messaging import purge_queues
 from devstack import servers
 from devstack.mailsink import MailSink
+from devstack.procs import child_pids
 from devstack.run import auth_cli
 from devstack.stack import Stack, StackError
 from video2mp3.multipart import MultipartUpload
@@ -157,8 +158,6 @@ class BenchSystem:
 
     def gateway_workers(self) -> list[int]:
         """Return the pids of the gateway's gunicorn workers."""
-        from bench.harness import child_pids
-
         return child_pids(self.stack.processes["gateway"].pid)
 
 

@@ -45,9 +45,17 @@ def _child_exit(_server: Any, worker: Any) -> None:
 
 
 def gunicorn_settings(
-    service: str, port_variable: str, default_port: int, environ: Mapping[str, str] | None = None
+    service: str,
+    port_variable: str,
+    default_port: int,
+    environ: Mapping[str, str] | None = None,
+    *,
+    default_threads: int = 4,
 ) -> dict[str, Any]:
-    """Return gunicorn's settings for ``service`` listening on ``$port_variable``."""
+    """Return gunicorn's settings for ``service`` listening on ``$port_variable``.
+
+    ``default_threads`` is the threads per worker when WEB_THREADS is not set.
+    """
     env = Env(environ)
     logging_config = LoggingConfig.from_env(env)
     host = env.str("BIND_HOST", "0.0.0.0")  # noqa: S104 - reached from outside the container
@@ -56,9 +64,11 @@ def gunicorn_settings(
         "bind": f"{host}:{port}",
         "workers": env.int("WEB_CONCURRENCY", 2, minimum=1, maximum=64),
         # Threads keep a worker serving while one request waits on a database,
-        # the broker or a slow upload; argon2 and hashing release the GIL.
+        # the broker or a slow upload; argon2 and hashing release the GIL. A request
+        # holds its thread while its body is read, so a service taking uploads needs
+        # more threads than one whose requests are small (see gateway.gunicorn_conf).
         "worker_class": "gthread",
-        "threads": env.int("WEB_THREADS", 4, minimum=1, maximum=64),
+        "threads": env.int("WEB_THREADS", default_threads, minimum=1, maximum=64),
         "timeout": 30,
         "graceful_timeout": 20,
         "keepalive": 5,

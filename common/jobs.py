@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import PurePosixPath
 from typing import Any
@@ -91,6 +92,15 @@ def public_view(job: Mapping[str, Any]) -> dict[str, Any]:
         "started_at": iso(job.get("started_at")),
         "finished_at": iso(job.get("finished_at")),
     }
+
+
+@dataclass(frozen=True, slots=True)
+class Activity:
+    """How busy one owner is: jobs queued or processing, and jobs created lately."""
+
+    active_jobs: int
+    recent_jobs: int
+    oldest_recent: datetime | None
 
 
 # Indexes that earlier versions created and the ones above now cover (their prefixes).
@@ -200,6 +210,25 @@ class JobStore:
                 .limit(limit)
             )
             return list(cursor), total
+
+    def activity(self, owner: str, *, since: datetime) -> Activity:
+        """Count ``owner``'s queued and processing jobs, and the jobs created ``since``.
+
+        Raises:
+            TransientError: MongoDB failed.
+        """
+        with translate_errors("counting jobs"):
+            active = self._jobs.count_documents(
+                {"owner": owner, "status": {"$in": [QUEUED, PROCESSING]}}
+            )
+            recent = {"owner": owner, "created_at": {"$gte": since}}
+            count = self._jobs.count_documents(recent)
+            oldest = (
+                self._jobs.find_one(recent, {"created_at": 1}, sort=[("created_at", 1)])
+                if count
+                else None
+            )
+        return Activity(active, count, oldest["created_at"] if oldest else None)
 
     def start(self, job_id: str) -> dict[str, Any] | None:
         """Mark a queued (or retried) job processing and count the attempt; None if finished.

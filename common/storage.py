@@ -277,6 +277,8 @@ class Bucket:
             with translate_errors("opening an upload"):
                 self.files.create_index([("filename", 1), ("uploadDate", 1)])
                 self.chunks.create_index([("files_id", 1), ("n", 1)], unique=True)
+                # What a user stores (quotas), summed from the index alone.
+                self.files.create_index([("metadata.owner", 1), ("length", 1)])
             self._indexed = True
         return Upload(self, filename, metadata, CHUNK_SIZE, abort_patience=abort_patience)
 
@@ -336,6 +338,23 @@ class Bucket:
             destination.write(chunk)
             written += len(chunk)
         return written
+
+    def bytes_of(self, owner: str) -> int:
+        """Return how many bytes ``owner``'s files in this bucket take.
+
+        Raises:
+            TransientError: MongoDB failed.
+        """
+        with translate_errors("measuring stored files"):
+            totals = list(
+                self.files.aggregate(
+                    [
+                        {"$match": {"metadata.owner": owner}},
+                        {"$group": {"_id": None, "bytes": {"$sum": "$length"}}},
+                    ]
+                )
+            )
+        return int(totals[0]["bytes"]) if totals else 0
 
     def find_one(self, query: Mapping[str, Any]) -> dict[str, Any] | None:
         """Return the files document matching ``query`` (e.g. on metadata), or None."""

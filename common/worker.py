@@ -1,15 +1,19 @@
 """The process around a queue consumer: health endpoint, signals, and the run loop.
 
 Workers (converter, notification) have no web framework; a small HTTP server
-on their own port answers ``/health`` (the process is alive), ``/ready`` (it
-holds a broker connection and is consuming) and ``/metrics`` (Prometheus).
+on their own port answers ``/health`` (the process is alive and its work, if
+any, is moving), ``/ready`` (it holds a broker connection and is consuming) and
+``/metrics`` (Prometheus).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import threading
+import time
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from common import metrics
@@ -18,12 +22,62 @@ from common.messaging import Consumer
 log = logging.getLogger(__name__)
 
 
-class HealthServer:
-    """Serve ``/health``, ``/ready`` and ``/metrics`` for one consumer on a background thread."""
+class StallWatch:
+    """Tell when the work in hand has made no progress for too long.
 
-    def __init__(self, consumer: Consumer, *, host: str, port: int) -> None:
+    The worker runs each piece of work inside ``working()`` and calls
+    ``progressed()`` whenever it moves on; ``problem()`` (which ``/health``
+    asks) describes the stall once the work has not moved for ``stall_after``
+    seconds. An idle worker is never stalled.
+    """
+
+    def __init__(self, stall_after: float, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self._stall_after = stall_after
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._moved_at: float | None = None  # None while no work is in hand
+
+    @contextlib.contextmanager
+    def working(self) -> Iterator[None]:
+        """Watch the work done inside this block, which counts as moving when it starts."""
+        with self._lock:
+            self._moved_at = self._clock()
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._moved_at = None
+
+    def progressed(self) -> None:
+        """Note that the work in hand moved on."""
+        with self._lock:
+            if self._moved_at is not None:
+                self._moved_at = self._clock()
+
+    def problem(self) -> str | None:
+        """Describe the stall, or return None while the work moves or none is in hand."""
+        with self._lock:
+            moved_at = self._moved_at
+        if moved_at is None:
+            return None
+        still = self._clock() - moved_at
+        if still < self._stall_after:
+            return None
+        return f"no progress for {still:.0f} s (the limit is {self._stall_after:g} s)"
+
+
+class HealthServer:
+    """Serve ``/health``, ``/ready`` and ``/metrics`` for one consumer on a background thread.
+
+    ``/health`` fails (503) while ``stall`` reports a problem, so the
+    orchestrator restarts a worker whose work is wedged.
+    """
+
+    def __init__(
+        self, consumer: Consumer, *, host: str, port: int, stall: StallWatch | None = None
+    ) -> None:
         routes = {
-            "/health": lambda: _json(200, {"status": "ok"}),
+            "/health": lambda: _health(stall),
             "/ready": lambda: (
                 _json(200, {"status": "ready", "queue": consumer.queue})
                 if consumer.is_connected
@@ -66,6 +120,14 @@ class HealthServer:
         self._server.server_close()
 
 
+def _health(stall: StallWatch | None) -> tuple[int, str, bytes]:
+    problem = stall.problem() if stall is not None else None
+    if problem is None:
+        return _json(200, {"status": "ok"})
+    log.warning("failing the health check: %s", problem)
+    return _json(503, {"status": "stalled", "message": problem})
+
+
 def _metrics() -> tuple[int, str, bytes]:
     body, content_type = metrics.exposition()
     return 200, content_type, body
@@ -75,9 +137,11 @@ def _json(status: int, body: dict[str, object]) -> tuple[int, str, bytes]:
     return status, "application/json", json.dumps(body).encode()
 
 
-def run_worker(consumer: Consumer, *, health_host: str, health_port: int) -> None:
+def run_worker(
+    consumer: Consumer, *, health_host: str, health_port: int, stall: StallWatch | None = None
+) -> None:
     """Run ``consumer`` in the foreground until SIGTERM/SIGINT, with its health server."""
-    health = HealthServer(consumer, host=health_host, port=health_port)
+    health = HealthServer(consumer, host=health_host, port=health_port, stall=stall)
     health.start()
     consumer.install_signal_handlers()
     log.info("health endpoint on %s:%d", health_host, health.port)

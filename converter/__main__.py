@@ -10,7 +10,7 @@ from common.logs import configure_logging
 from common.messaging import Consumer, Publisher
 from common.retry import retry_transient
 from common.storage import Storage
-from common.worker import run_worker
+from common.worker import StallWatch, run_worker
 from converter.config import Config
 from converter.handler import Converter
 from converter.janitor import Janitor
@@ -25,6 +25,7 @@ def main() -> None:
     retry_transient(jobs.ensure_indexes, "MongoDB", timeout=config.startup_timeout)
     publisher = Publisher(config.rabbit, name="converter")
     stopping = threading.Event()  # set on SIGTERM: ffmpeg stops and the job is requeued
+    stall = StallWatch(config.stall_after)  # /health fails while a conversion is wedged
     converter = Converter(
         storage=storage,
         jobs=jobs,
@@ -32,6 +33,8 @@ def main() -> None:
         mp3_queue=config.mp3_queue,
         workdir=config.workdir,
         cancel=stopping,
+        max_media_seconds=config.max_media_seconds,
+        stall=stall,
     )
     consumer = Consumer(
         config.rabbit,
@@ -61,7 +64,12 @@ def main() -> None:
         daemon=True,
     ).start()
     try:
-        run_worker(consumer, health_host=config.health_host, health_port=config.health_port)
+        run_worker(
+            consumer,
+            health_host=config.health_host,
+            health_port=config.health_port,
+            stall=stall,
+        )
     finally:
         publisher.close()
         storage.close()

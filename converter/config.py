@@ -14,6 +14,12 @@ from common.config import (
     pipeline_settings,
     worker_settings,
 )
+from converter.transcode import MAX_MEDIA_SECONDS
+
+# ffmpeg reports progress every 0.5 s while it works; five minutes without any
+# is 600 missed reports, longer than reading a whole 2 GiB upload from a slow
+# disk before the first audio (a badly interleaved file), so it means wedged.
+CONVERT_STALL_SECONDS = 300.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +39,8 @@ class Config:
     abandoned_after: float = 600.0
     retention_days: float = 30.0
     janitor_interval: float = 60.0
+    max_media_seconds: float = MAX_MEDIA_SECONDS
+    stall_after: float = CONVERT_STALL_SECONDS
     environment: str = "development"
     logging: LoggingConfig = field(default_factory=LoggingConfig)
 
@@ -60,4 +68,9 @@ class Config:
             # Finished jobs and their files are deleted after this; 0 keeps them forever.
             retention_days=env.float("RETENTION_DAYS", 30.0, minimum=0.0),
             janitor_interval=env.float("JANITOR_INTERVAL_SECONDS", 60.0, minimum=0.1),
+            # The longest audio a job may convert (see converter.transcode).
+            max_media_seconds=env.float("MAX_MEDIA_SECONDS", MAX_MEDIA_SECONDS, minimum=1.0),
+            # A conversion this long without progress fails /health, and
+            # Kubernetes restarts the wedged worker.
+            stall_after=env.float("CONVERT_STALL_SECONDS", CONVERT_STALL_SECONDS, minimum=1.0),
         )

@@ -23,7 +23,8 @@ from common.jobs import DONE, FAILED, JobStore, mp3_filename
 from common.messaging import Delivery, Publisher
 from common.options import Options
 from common.storage import Storage
-from converter.transcode import probe, transcode
+from common.worker import StallWatch
+from converter.transcode import MAX_MEDIA_SECONDS, probe, transcode
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +68,8 @@ class Converter:
         mp3_queue: str,
         workdir: str,
         cancel: threading.Event | None = None,
+        max_media_seconds: float = MAX_MEDIA_SECONDS,
+        stall: StallWatch | None = None,
     ) -> None:
         self._storage = storage
         self._jobs = jobs
@@ -74,6 +77,9 @@ class Converter:
         self._mp3_queue = mp3_queue
         self._workdir = workdir
         self._cancel = cancel
+        self._max_media_seconds = max_media_seconds
+        # Nobody asks an unshared watch, so without one nothing is reported.
+        self._stall = stall or StallWatch(float("inf"))
 
     def handle(self, message: dict[str, Any], delivery: Delivery) -> None:
         """Convert the job in ``message``, or re-announce it if it already finished.
@@ -145,14 +151,16 @@ class Converter:
             with video_path.open("wb") as video_file:
                 self._storage.videos.download_to(job["video_fid"], video_file)
             info = probe(video_path)
-            with metrics.CONVERSIONS_ACTIVE.track_inprogress():
+            with metrics.CONVERSIONS_ACTIVE.track_inprogress(), self._stall.working():
                 result = transcode(
                     video_path,
                     mp3_path,
                     options,
                     info=info,
                     on_progress=lambda percent: self._progress(job_id, percent),
+                    heartbeat=self._stall.progressed,
                     cancel=self._cancel,
+                    max_media_seconds=self._max_media_seconds,
                 )
             mode = "copy" if result.stream_copied else "reencode"
             metrics.CONVERSION_SECONDS.labels(mode).observe(result.elapsed)

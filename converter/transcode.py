@@ -6,9 +6,18 @@ first (an MP4/MOV with its index at the end cannot be read from a pipe) and
 stores the MP3 written here, into a regular file so the VBR header can be
 filled in at the end.
 
+ffmpeg parses untrusted input, so every run (probe and conversion) is
+confined: local files only and an allowlist of demuxers (no playlists,
+manifests, file lists or image sequences that would make it open other paths
+or addresses), a bare environment (no service secrets), its own session so the
+whole group can be killed, kernel limits on CPU time, memory and file size,
+ffmpeg's own bounds on the output's duration and size, and a wall-clock
+deadline. See ``spawn`` and ``conversion_limits``.
+
 Failures are classified where they arise. A file that is not media, has no
-audio track or is truncated raises ``PermanentError`` with a reason a user can
-read. A missing binary, a failed spawn, a full disk, a killed ffmpeg or a
+audio track, is truncated, is longer than the duration limit or costs more than
+its budget raises ``PermanentError`` with a reason a user can read. A missing
+binary, a failed spawn, a full disk, a killed ffmpeg, a missed deadline or a
 cancelled run raises ``TransientError``.
 """
 
@@ -18,8 +27,10 @@ import collections
 import contextlib
 import contextvars
 import logging
+import math
 import os
 import re
+import resource
 import signal
 import subprocess
 import threading
@@ -39,7 +50,75 @@ log = logging.getLogger(__name__)
 
 NO_AUDIO = "the video has no audio track"
 NOT_MEDIA = "not a recognised audio/video file"
+UNSUPPORTED = (
+    "not a supported audio/video file (playlists, manifests, file lists and images are refused)"
+)
 INTERRUPTED = "conversion interrupted"
+
+# The demuxers ffmpeg may pick for an upload: the containers people send and
+# the gateway's sniff admits (mov covers MP4/M4A/3GP, matroska WebM, mpeg the
+# MPEG program stream). Anything else is refused before its header is read, so
+# the demuxers that open further paths or addresses named inside the file
+# (hls, dash, concat, sdp, rtp, image2 and the like) never run.
+ALLOWED_DEMUXERS = (
+    "mov",
+    "matroska",
+    "avi",
+    "flv",
+    "live_flv",
+    "mpegts",
+    "mpeg",
+    "ogg",
+    "asf",
+    "mp3",
+    "aac",
+    "flac",
+    "wav",
+    "aiff",
+    "caf",
+    "amr",
+    "amrnb",
+    "amrwb",
+)
+# Inputs are the spooled local file and nothing else: no network, no pipes.
+ALLOWED_PROTOCOLS = ("file",)
+# ffmpeg gets these and nothing of the converter's environment (MONGO_URI and
+# its password above all); it is run by absolute path and needs no HOME. Two
+# malloc arenas instead of one per thread keep its address space (which
+# RLIMIT_AS counts) near 350 MB instead of 620 MB here, at the same speed.
+FFMPEG_ENVIRONMENT = {"PATH": "/usr/bin:/bin", "LC_ALL": "C.UTF-8", "MALLOC_ARENA_MAX": "2"}
+
+# The longest audio the converter takes by default: 6 hours holds a whole
+# audiobook part, a conference day or a long DJ set, and costs about 2 minutes
+# of CPU here (0.006 CPU s per second of 48 kHz stereo, docs/performance.md),
+# while the 24-hour silent FLAC of the issue cost 915 s. Deployments change it
+# with MAX_MEDIA_SECONDS (converter/config.py).
+MAX_MEDIA_SECONDS = 6 * 3600.0
+# Decoding cost grows with samples, not seconds: a second of 48 kHz stereo
+# weighs 1, of 384 kHz 64-channel sound 256. A file may weigh at most this many
+# times the duration limit: the whole limit of 8-channel (7.1) 48 kHz film sound.
+_STEREO_48K = 2 * 48_000
+MAX_WEIGHT_PER_SECOND_OF_LIMIT = 4.0
+# CPU and wall budgets per weighted second of input. This machine needs 0.006
+# CPU s (AAC decode + LAME encode) and the issue's silent FLAC 0.011; 0.05 (at
+# least 20x real time) leaves room for a slower core; wall doubles that, for
+# two converters sharing cores and for disk waits. The floors cover a short
+# file's fixed costs and demuxing a 2 GiB upload.
+CPU_SECONDS_PER_MEDIA_SECOND = 0.05
+CPU_FLOOR_S = 60
+WALL_SECONDS_PER_MEDIA_SECOND = 0.1
+WALL_FLOOR_S = 120.0
+# ffmpeg's resident memory peaks near 50 MB here (address space 350 MB
+# converting, 210 MB probing a 4K video); the converter's pod has 1 GiB. Past
+# this much address space its allocations fail, rather than the OOM killer
+# striking inside the pod.
+MEMORY_LIMIT_BYTES = 768 * 1024**2
+# The MP3 bound: 320 kbit/s (the highest MP3 bitrate) for the longest allowed
+# duration, plus room for tags and headers.
+MP3_MAX_BYTES_PER_SECOND = 320_000 // 8
+_OUTPUT_SLACK_BYTES = 1024**2
+# ffmpeg's -t runs this far past the limit, so that reaching it means "longer".
+_DURATION_MARGIN_S = 1.0
 
 # A probe reads headers only; one that runs this long is stuck, not working.
 PROBE_TIMEOUT_S = 60.0
@@ -49,13 +128,14 @@ TRUNCATION_RATIO = 0.9
 TRUNCATION_MIN_SHORTFALL_S = 1.0
 # How often ffmpeg reports progress, so at most how often on_progress runs.
 PROGRESS_INTERVAL_S = 0.5
-_CANCEL_POLL_S = 0.05
+_WATCH_POLL_S = 0.05
+_CPU_GRACE_S = 5
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 _STDERR_LINES_KEPT = 40
 _REASON_MAX_CHARS = 300
 # ffmpeg says these when the machine, not the file, is at fault.
 _ENVIRONMENT_ERRORS = (
     "No space left on device",
-    "Cannot allocate memory",
     "Permission denied",
     "Too many open files",
     "Read-only file system",
@@ -125,30 +205,126 @@ def probe(path: str | os.PathLike[str], *, require_audio: bool = True) -> MediaI
 
 
 def _describe(src: str) -> str:
-    """Return what ``ffmpeg -i`` prints about ``src``."""
+    """Return what ``ffmpeg -i`` prints about ``src``.
+
+    Raises:
+        TransientError: ffmpeg cannot be run or did not finish in time.
+    """
     # ffmpeg_parse_infos would run this too, but it discards the text, and the
     # text is the only place that names the audio codec and ffmpeg's reason
     # for refusing a file; so run it here and give MoviePy's parser the text.
-    command = [ffmpeg_exe(), "-nostdin", "-hide_banner", "-i", src]
+    command = [ffmpeg_exe(), "-nostdin", "-hide_banner", *_input_restrictions(), "-i", src]
+    process = spawn(command, PROBE_LIMITS, stdout=subprocess.DEVNULL, cwd=os.path.dirname(src))
     try:
-        completed = subprocess.run(  # noqa: S603 - an argument list, no shell
+        _, stderr = process.communicate(timeout=PROBE_LIMITS.wall_seconds)
+    except subprocess.TimeoutExpired as exc:
+        _kill_group(process)
+        process.communicate()
+        raise TransientError(f"ffmpeg took over {PROBE_TIMEOUT_S:g} s to read the file") from exc
+    # Without an output file ffmpeg always exits 1, so only the text tells.
+    return stderr.decode("utf-8", errors="replace")
+
+
+def _input_restrictions() -> list[str]:
+    """Return the input options that confine ffmpeg to the one local file, as media."""
+    return [
+        "-protocol_whitelist",
+        ",".join(ALLOWED_PROTOCOLS),
+        "-format_whitelist",
+        ",".join(ALLOWED_DEMUXERS),
+    ]
+
+
+@dataclass(frozen=True)
+class ProcessLimits:
+    """What one ffmpeg process may use before the kernel or the deadline stops it."""
+
+    cpu_seconds: int
+    wall_seconds: float
+    file_bytes: int
+    memory_bytes: int = MEMORY_LIMIT_BYTES
+
+
+# A probe writes no file at all, and reads headers in milliseconds.
+PROBE_LIMITS = ProcessLimits(
+    cpu_seconds=int(PROBE_TIMEOUT_S), wall_seconds=PROBE_TIMEOUT_S, file_bytes=0
+)
+
+
+def spawn(
+    command: list[str], limits: ProcessLimits, *, stdout: int, cwd: str | None = None
+) -> subprocess.Popen[bytes]:
+    """Start a program that parses untrusted input, bare and bounded; stderr is a pipe.
+
+    The child gets ``FFMPEG_ENVIRONMENT`` only, a session (and so a process
+    group) of its own that can be killed whole, and kernel limits on CPU
+    time, address space and the size of any file it writes; it dumps no core.
+    Enforcing the wall-clock deadline is the caller's part.
+
+    Raises:
+        TransientError: the program cannot be started.
+    """
+    try:
+        process = subprocess.Popen(  # noqa: S603 - an argument list, no shell
             command,
             stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
+            stdout=stdout,
             stderr=subprocess.PIPE,
-            timeout=PROBE_TIMEOUT_S,
-            check=False,
+            env=FFMPEG_ENVIRONMENT,
+            cwd=cwd,
+            start_new_session=True,
         )
-    except subprocess.TimeoutExpired as exc:
-        raise TransientError(f"ffmpeg took over {PROBE_TIMEOUT_S:g} s to read the file") from exc
     except OSError as exc:
         raise TransientError(f"cannot run ffmpeg: {exc}") from exc
-    # Without an output file ffmpeg always exits 1, so only the text tells.
-    return completed.stderr.decode("utf-8", errors="replace")
+    try:
+        _limit(process.pid, limits)
+    except BaseException:
+        _kill_group(process)
+        process.communicate()
+        raise
+    return process
+
+
+def _limit(pid: int, limits: ProcessLimits) -> None:
+    """Lower the child's resource limits.
+
+    Set from here with prlimit(2) right after the exec, not by a preexec_fn:
+    that runs Python between fork and exec, which CPython documents as unsafe
+    in a process with threads (the consumer, janitor and health server). The
+    child runs unlimited only until Popen returns, before it has read its input.
+    """
+    # The kernel's CPU limit is a backstop that trails the watch in run_ffmpeg,
+    # which tells why it killed: ffmpeg ends quietly on the soft limit's
+    # SIGXCPU, and the hard limit's SIGKILL could be anyone's.
+    cpu = limits.cpu_seconds + _CPU_GRACE_S
+    wanted = {
+        resource.RLIMIT_CPU: (cpu, cpu + _CPU_GRACE_S),
+        resource.RLIMIT_AS: (limits.memory_bytes, limits.memory_bytes),
+        resource.RLIMIT_FSIZE: (limits.file_bytes, limits.file_bytes),
+        resource.RLIMIT_CORE: (0, 0),
+    }
+    try:
+        for kind, (soft, hard) in wanted.items():
+            _, current_hard = resource.prlimit(pid, kind)
+            if current_hard != resource.RLIM_INFINITY:
+                soft, hard = min(soft, current_hard), min(hard, current_hard)
+            resource.prlimit(pid, kind, (soft, hard))
+    except ProcessLookupError:
+        pass  # it has already exited; its exit status tells the rest
+
+
+def _kill_group(process: subprocess.Popen[bytes]) -> None:
+    """SIGKILL the process group ``spawn`` gave ``process``, if it still runs."""
+    if process.poll() is not None:
+        return  # reaped: its pid (and group id) may already belong to another process
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
 
 
 def _unreadable_reason(text: str) -> str:
     """Say why ffmpeg could not open a file, in words for the person who uploaded it."""
+    if "not on whitelist" in text:
+        return UNSUPPORTED
     guessed = "misdetection possible" in text
     if "moov atom not found" in text and not guessed:
         return "the file is truncated or corrupt: its MP4/MOV index (moov atom) is missing"
@@ -221,6 +397,87 @@ class TranscodeResult:
     output_bytes: int
 
 
+@dataclass(frozen=True)
+class ConversionLimits:
+    """The bounds of one conversion, derived from its probe and the duration limit."""
+
+    max_seconds: float
+    output_bytes: int
+    process: ProcessLimits
+
+
+def conversion_limits(
+    info: MediaInfo, options: Options, *, max_media_seconds: float = MAX_MEDIA_SECONDS
+) -> ConversionLimits:
+    """Check the part to convert against the duration limit; return the run's bounds.
+
+    The limit applies to what is converted (a trim that keeps one hour of an
+    eight-hour file is fine: ffmpeg seeks past the rest), and shrinks for sound
+    that is costlier to decode than 8-channel 48 kHz. An input of unknown
+    length is bounded by ``max_seconds`` when it runs instead.
+
+    Raises:
+        PermanentError: the part to convert is longer than its limit, or the
+            trim starts past the end.
+    """
+    weight = _weight(info)
+    allowed = min(max_media_seconds, max_media_seconds * MAX_WEIGHT_PER_SECOND_OF_LIMIT / weight)
+    expected = _expected_duration(info, options)
+    if expected is not None and expected > allowed:
+        raise PermanentError(
+            f"the {_subject(info, options)} is {_clock(expected)} long, "
+            f"longer than {_limit_phrase(allowed, max_media_seconds, info)}"
+        )
+    seconds = allowed if expected is None else expected
+    output_bytes = math.ceil(allowed * MP3_MAX_BYTES_PER_SECOND) + _OUTPUT_SLACK_BYTES
+    return ConversionLimits(
+        max_seconds=allowed,
+        output_bytes=output_bytes,
+        process=ProcessLimits(
+            cpu_seconds=CPU_FLOOR_S + math.ceil(CPU_SECONDS_PER_MEDIA_SECOND * seconds * weight),
+            wall_seconds=WALL_FLOOR_S + WALL_SECONDS_PER_MEDIA_SECOND * seconds * weight,
+            # ffmpeg's -fs stops it cleanly; this is the kernel's backstop.
+            file_bytes=output_bytes + _OUTPUT_SLACK_BYTES,
+        ),
+    )
+
+
+def _weight(info: MediaInfo) -> float:
+    """Return how much a second of the input's audio costs next to 48 kHz stereo (at least 1)."""
+    if not info.audio_sample_rate or not info.audio_channels:
+        return 1.0
+    return max(1.0, info.audio_sample_rate * info.audio_channels / _STEREO_48K)
+
+
+def _subject(info: MediaInfo, options: Options) -> str:
+    if options.trimmed:
+        return "trimmed selection"
+    return "video" if info.has_video else "recording"
+
+
+def _limit_phrase(allowed: float, max_media_seconds: float, info: MediaInfo) -> str:
+    """Name the limit a file broke: "the 6-hour limit", or the shorter one its sound costs."""
+    if allowed >= max_media_seconds:
+        return f"the {_span(max_media_seconds)} limit"
+    return (
+        f"the {_clock(allowed)} limit for {info.audio_channels}-channel "
+        f"{info.audio_sample_rate} Hz sound"
+    )
+
+
+def _span(seconds: float) -> str:
+    """Say a limit as people do: "6-hour", "90-minute", "45-second"."""
+    for unit, name in ((3600, "hour"), (60, "minute")):
+        if seconds >= unit and seconds % unit == 0:
+            return f"{int(seconds // unit)}-{name}"
+    return f"{seconds:g}-second"
+
+
+def _clock(seconds: float) -> str:
+    whole = int(seconds)
+    return f"{whole // 3600}:{whole // 60 % 60:02d}:{whole % 60:02d}"
+
+
 def transcode(
     src: str | os.PathLike[str],
     dst: str | os.PathLike[str],
@@ -228,20 +485,27 @@ def transcode(
     *,
     info: MediaInfo | None = None,
     on_progress: Callable[[int], None] | None = None,
+    heartbeat: Callable[[], None] | None = None,
     cancel: threading.Event | None = None,
+    max_media_seconds: float = MAX_MEDIA_SECONDS,
 ) -> TranscodeResult:
     """Write an MP3 of the first audio stream of ``src`` to the regular file ``dst``.
 
     ``info`` saves a probe the caller already made. ``on_progress(percent)``
     is called on this thread, at most every ``PROGRESS_INTERVAL_S``, and with
-    100 once the MP3 is complete and checked. Setting ``cancel`` kills ffmpeg
-    at once. On any failure ffmpeg is gone and ``dst`` removed.
+    100 once the MP3 is complete and checked; ``heartbeat()`` each time ffmpeg
+    reports more audio written, known length or not. Setting ``cancel`` kills
+    ffmpeg at once. The part converted may last ``max_media_seconds``
+    (``conversion_limits`` says what else bounds the run). On any failure
+    ffmpeg is gone and ``dst`` removed.
 
     Raises:
-        PermanentError: the input is not media, has no audio, is truncated or
-            corrupt, or the trim starts past its end.
-        TransientError: ffmpeg cannot be run or was killed, the machine is out
-            of space or memory, or ``cancel`` was set.
+        PermanentError: the input is not media or not an allowed format, has no
+            audio, is truncated or corrupt, is longer than the limit, costs
+            more CPU or makes a bigger MP3 than its bounds, or the trim starts
+            past its end.
+        TransientError: ffmpeg cannot be run or was killed, missed its
+            deadline, the machine is out of space, or ``cancel`` was set.
     """
     options = options or Options()
     src_path = _existing_file(src)
@@ -249,30 +513,40 @@ def transcode(
     info = info or probe(src_path)
     if not info.has_audio:
         raise PermanentError(NO_AUDIO)
+    limits = conversion_limits(info, options, max_media_seconds=max_media_seconds)
     expected = _expected_duration(info, options)
     copy = not needs_reencode(options, info)
     log.info(
-        "converting %s (%s audio, %s) by %s",
+        "converting %s (%s audio, %s) by %s within %s",
         info.container,
         info.audio_codec,
         _length(info.duration),
         "stream copy" if copy else "re-encoding",
+        limits,
     )
     started = time.monotonic()
     try:
         if cancel is not None and cancel.is_set():
             raise TransientError(INTERRUPTED)
-        command = _command(src_path, dst_path, options, copy=copy)
-        out_time = _run_ffmpeg(
-            command, (src_path, dst_path), expected=expected, on_progress=on_progress, cancel=cancel
+        command = _command(src_path, dst_path, options, copy=copy, limits=limits)
+        out_time = run_ffmpeg(
+            command,
+            limits.process,
+            paths=(src_path, dst_path),
+            expected=expected,
+            on_progress=on_progress,
+            heartbeat=heartbeat,
+            cancel=cancel,
         )
+        output_bytes = os.path.getsize(dst_path)
+        _check_bounds(out_time, output_bytes, limits, info, options, max_media_seconds)
         duration = out_time if out_time is not None else probe(dst_path).duration
         _check_complete(duration, expected, info, options)
         result = TranscodeResult(
             duration=duration,
             stream_copied=copy,
             elapsed=time.monotonic() - started,
-            output_bytes=os.path.getsize(dst_path),
+            output_bytes=output_bytes,
         )
         if on_progress is not None:
             on_progress(100)
@@ -286,6 +560,36 @@ def transcode(
         result.elapsed,
     )
     return result
+
+
+def _check_bounds(
+    out_time: float | None,
+    output_bytes: int,
+    limits: ConversionLimits,
+    info: MediaInfo,
+    options: Options,
+    max_media_seconds: float,
+) -> None:
+    """Refuse an MP3 that ffmpeg's own ``-fs`` or ``-t`` bound cut short.
+
+    Both stop ffmpeg cleanly with exit status 0, so only the result tells.
+    Either is the input's fault: a file of unknown length ran past the limit,
+    or its timestamps kept ``-t`` from acting.
+
+    Raises:
+        PermanentError: naming the bound.
+    """
+    if output_bytes >= limits.output_bytes:
+        raise PermanentError(f"the MP3 would exceed the {_megabytes(limits.output_bytes)} limit")
+    if out_time is not None and out_time > limits.max_seconds + _DURATION_MARGIN_S / 2:
+        raise PermanentError(
+            f"the {_subject(info, options)} is longer than "
+            f"{_limit_phrase(limits.max_seconds, max_media_seconds, info)}"
+        )
+
+
+def _megabytes(size: int) -> str:
+    return f"{size / 1e6:.0f} MB" if size >= 10**7 else f"{size / 1e6:.1f} MB"
 
 
 def _existing_file(path: str | os.PathLike[str]) -> str:
@@ -317,7 +621,9 @@ def _expected_duration(info: MediaInfo, options: Options) -> float | None:
     return end - start
 
 
-def _command(src: str, dst: str, options: Options, *, copy: bool) -> list[str]:
+def _command(
+    src: str, dst: str, options: Options, *, copy: bool, limits: ConversionLimits
+) -> list[str]:
     """Return the ffmpeg argument list for one conversion."""
     command = [ffmpeg_exe(), "-nostdin", "-hide_banner", "-loglevel", "error", "-y"]
     command += ["-progress", "pipe:1", "-stats_period", f"{PROGRESS_INTERVAL_S:g}", "-nostats"]
@@ -327,7 +633,7 @@ def _command(src: str, dst: str, options: Options, *, copy: bool) -> list[str]:
         command += ["-ss", f"{options.start:.3f}"]
     if options.end is not None:
         command += ["-to", f"{options.end:.3f}"]
-    command += ["-i", src, "-map", "0:a:0", "-vn", "-sn", "-dn"]
+    command += [*_input_restrictions(), "-i", src, "-map", "0:a:0", "-vn", "-sn", "-dn"]
     if copy:
         command += ["-c:a", "copy"]
     else:
@@ -344,56 +650,55 @@ def _command(src: str, dst: str, options: Options, *, copy: bool) -> list[str]:
         value = getattr(options, tag)
         if value is not None:
             command += ["-metadata", f"{tag}={value}"]
+    # The output's own bounds: ffmpeg stops cleanly at either (_check_bounds).
+    command += ["-t", f"{limits.max_seconds + _DURATION_MARGIN_S:.3f}"]
+    command += ["-fs", str(limits.output_bytes)]
     # ID3v2.3 because v2.4 tags are still unread by some car stereos and players.
     command += ["-id3v2_version", "3", "-f", "mp3", dst]
     return command
 
 
-def _run_ffmpeg(
+def run_ffmpeg(
     command: list[str],
-    paths: tuple[str, str],
+    limits: ProcessLimits,
     *,
-    expected: float | None,
-    on_progress: Callable[[int], None] | None,
-    cancel: threading.Event | None,
+    paths: tuple[str, str],
+    expected: float | None = None,
+    on_progress: Callable[[int], None] | None = None,
+    heartbeat: Callable[[], None] | None = None,
+    cancel: threading.Event | None = None,
 ) -> float | None:
-    """Run ffmpeg to the end and return the seconds of audio it says it wrote.
+    """Run an ffmpeg ``command`` within ``limits`` and return the seconds of audio it wrote.
+
+    ``paths`` (input, output) are shortened to their names in error reasons.
 
     Raises:
-        PermanentError: ffmpeg rejected the input.
-        TransientError: ffmpeg could not start, was killed or cancelled, or ran out of room.
+        PermanentError: ffmpeg rejected the input, or used up its CPU time.
+        TransientError: ffmpeg could not start, was killed or cancelled, ran
+            out of room, or missed its wall-clock deadline.
     """
-    try:
-        process = subprocess.Popen(  # noqa: S603 - an argument list, no shell
-            command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-        )
-    except OSError as exc:
-        raise TransientError(f"cannot run ffmpeg: {exc}") from exc
-    # Both are pipes: Popen was asked for them above.
+    process = spawn(command, limits, stdout=subprocess.PIPE, cwd=os.path.dirname(paths[0]))
+    # Both are pipes: spawn asked for them.
     stdout, stderr = cast(IO[bytes], process.stdout), cast(IO[bytes], process.stderr)
     stderr_tail: collections.deque[str] = collections.deque(maxlen=_STDERR_LINES_KEPT)
-    finished = threading.Event()
+    watch = _Watch(process, limits, cancel)
     helpers: list[threading.Thread] = []
     try:
         # Progress arrives on stdout, read here; stderr must be drained
         # alongside or a chatty ffmpeg blocks on a full pipe.
         helpers.append(_thread(_collect_lines, stderr, stderr_tail, name="ffmpeg-stderr"))
-        if cancel is not None:
-            helpers.append(
-                _thread(_kill_on_cancel, process, cancel, finished, name="ffmpeg-cancel")
-            )
-        out_time = _follow_progress(stdout, expected, on_progress)
+        helpers.append(_thread(watch.run, name="ffmpeg-watch"))
+        out_time = _follow_progress(stdout, expected, on_progress, heartbeat)
         returncode = process.wait()
     finally:
-        finished.set()
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+        watch.finished.set()
+        _kill_group(process)
+        process.wait()
         for helper in helpers:
             helper.join()
         stdout.close()
         stderr.close()
-    _raise_for_exit(returncode, list(stderr_tail), paths, cancel)
+    _raise_for_exit(returncode, list(stderr_tail), paths, cancel, watch)
     return out_time
 
 
@@ -412,23 +717,61 @@ def _collect_lines(stream: IO[bytes], lines: collections.deque[str]) -> None:
             lines.append(line[:1000])
 
 
-def _kill_on_cancel(
-    process: subprocess.Popen[bytes], cancel: threading.Event, finished: threading.Event
-) -> None:
-    while not finished.wait(_CANCEL_POLL_S):
-        if cancel.is_set():
-            log.info("cancelling ffmpeg (pid %s)", process.pid)
+class _Watch:
+    """Kill ffmpeg's process group on cancel, past its deadline or past its CPU time."""
+
+    def __init__(
+        self,
+        process: subprocess.Popen[bytes],
+        limits: ProcessLimits,
+        cancel: threading.Event | None,
+    ) -> None:
+        self.finished = threading.Event()
+        self.overdue = False
+        self.over_cpu = False
+        self.limits = limits
+        self._process = process
+        self._cancel = cancel
+        self._deadline = time.monotonic() + limits.wall_seconds
+
+    def run(self) -> None:
+        while not self.finished.wait(_WATCH_POLL_S):
+            if self._cancel is not None and self._cancel.is_set():
+                log.info("cancelling ffmpeg (pid %s)", self._process.pid)
+            elif time.monotonic() >= self._deadline:
+                log.warning("ffmpeg passed its %.0f s deadline", self.limits.wall_seconds)
+                self.overdue = True
+            elif _cpu_seconds(self._process.pid) >= self.limits.cpu_seconds:
+                log.warning("ffmpeg used its %d s of CPU time", self.limits.cpu_seconds)
+                self.over_cpu = True
+            else:
+                continue
             # SIGKILL, not SIGTERM: on SIGTERM ffmpeg first finishes the file,
             # which is about to be deleted anyway.
-            process.kill()
+            _kill_group(self._process)
             return
 
 
+def _cpu_seconds(pid: int) -> float:
+    """Return the CPU time (user + system, all threads) process ``pid`` has used so far."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            fields = stat.read().rsplit(b")", 1)[1].split()
+    except OSError:
+        return 0.0  # it has exited; its exit status tells the rest
+    # utime and stime, fields 14 and 15 of proc(5), in clock ticks.
+    return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+
+
 def _follow_progress(
-    stdout: IO[bytes], expected: float | None, on_progress: Callable[[int], None] | None
+    stdout: IO[bytes],
+    expected: float | None,
+    on_progress: Callable[[int], None] | None,
+    heartbeat: Callable[[], None] | None,
 ) -> float | None:
     """Read ffmpeg's ``-progress`` blocks, report percentages, and return the last output time."""
     out_time_us: int | None = None
+    beaten_at: int | None = None
     reported = 0
     for raw in stdout:
         key, _, value = raw.decode("ascii", errors="replace").strip().partition("=")
@@ -437,34 +780,72 @@ def _follow_progress(
         if key in ("out_time_us", "out_time_ms"):
             with contextlib.suppress(ValueError):
                 out_time_us = max(int(value), 0)
-        elif key == "progress" and on_progress and expected and out_time_us is not None:
-            # ffmpeg already spaces blocks by -stats_period; passing on only a
-            # risen whole percent spares the job record needless writes.
-            percent = min(99, int(out_time_us / 1e6 / expected * 100))
-            if percent > reported:
-                on_progress(percent)
-                reported = percent
+        elif key == "progress":
+            # Blocks keep coming while ffmpeg loops without writing; only more
+            # audio is progress.
+            if heartbeat is not None and out_time_us is not None and out_time_us != beaten_at:
+                heartbeat()
+                beaten_at = out_time_us
+            if on_progress and expected and out_time_us is not None:
+                # ffmpeg already spaces blocks by -stats_period; passing on only
+                # a risen whole percent spares the job record needless writes.
+                percent = min(99, int(out_time_us / 1e6 / expected * 100))
+                if percent > reported:
+                    on_progress(percent)
+                    reported = percent
     return None if out_time_us is None else out_time_us / 1e6
 
 
 def _raise_for_exit(
-    returncode: int, stderr_lines: list[str], paths: tuple[str, str], cancel: threading.Event | None
+    returncode: int,
+    stderr_lines: list[str],
+    paths: tuple[str, str],
+    cancel: threading.Event | None,
+    watch: _Watch,
 ) -> None:
     """Classify how ffmpeg ended.
 
     Raises:
-        PermanentError: ffmpeg failed on the input.
-        TransientError: ffmpeg was cancelled, killed, or failed for want of resources.
+        PermanentError: ffmpeg failed on the input, or the input cost more
+            than the CPU time, memory or file size it was allowed.
+        TransientError: ffmpeg was cancelled, killed, or failed for want of
+            resources, or missed its deadline.
     """
+    limits = watch.limits
     if cancel is not None and cancel.is_set():
         raise TransientError(INTERRUPTED)
+    if watch.over_cpu:
+        # CPU time does not stretch when the machine is busy, so using up a
+        # budget many times what such a file needs is the input's doing.
+        raise PermanentError(
+            f"converting the file took more than its {limits.cpu_seconds} s of processor time, "
+            "far more than a file of its length needs"
+        )
+    if watch.overdue:
+        # With the CPU budget unspent, the wall clock ran out while ffmpeg
+        # waited for a busy machine or a slow disk: another try may finish.
+        raise TransientError(
+            f"the conversion took longer than its {limits.wall_seconds:.0f} s deadline"
+        )
     if returncode == 0:
         if stderr_lines:
             log.warning("ffmpeg decoded the input with errors: %s", _tail(stderr_lines))
         return
     log.warning("ffmpeg exited with status %s: %s", returncode, _tail(stderr_lines))
+    if returncode == -signal.SIGXFSZ:
+        raise PermanentError(f"the MP3 would exceed the {_megabytes(limits.file_bytes)} limit")
     if returncode < 0:
         raise TransientError(f"ffmpeg was killed by {signal.Signals(-returncode).name}")
+    if any("not on whitelist" in line for line in stderr_lines):
+        raise PermanentError(UNSUPPORTED)
+    if any("Cannot allocate memory" in line for line in stderr_lines):
+        # Under RLIMIT_AS this is ffmpeg's own cap, not the machine, speaking
+        # (the kernel's OOM killer would have sent SIGKILL): the input asks
+        # for more than a conversion may use, and will again.
+        raise PermanentError(
+            f"converting the file needs more than the {_megabytes(limits.memory_bytes)} "
+            "memory limit"
+        )
     reason = _meaningful_line(stderr_lines, paths)
     # ffmpeg exits 255 when it stops on SIGTERM or SIGINT, saying nothing at -loglevel error.
     if returncode == 255 and reason is None:

@@ -22,6 +22,7 @@ from gateway import views, web
 from gateway.auth_client import AuthClient
 from gateway.config import Config
 from gateway.services import EXTENSION, Services
+from gateway.watchdog import ReadWatchdog
 
 
 def create_app(config: Config | None = None) -> Flask:
@@ -57,6 +58,7 @@ def create_app(config: Config | None = None) -> Flask:
             config.jwks_url, issuer=config.jwt_issuer, audience=config.jwt_audience
         ),
         auth=AuthClient(config.auth_url),
+        upload_watchdog=ReadWatchdog(config.upload_read_timeout),
     )
     install_request_id(app)
     install_error_handlers(app)

@@ -14,8 +14,15 @@ from common.config import (
     redact_url,
 )
 from common.errors import ConfigError
+from gateway.quotas import Quotas
 
 DEFAULT_MAX_CONTENT_LENGTH = 2 * 1024**3
+# Each 256 KiB read of an upload's body (uploads.READ_SIZE) must arrive within this many
+# seconds, or the upload is cut off with 408: a client that stalls for 30 s, or sends
+# slower than about 70 kbit/s (8.7 KiB/s), lets its thread go. Slower than any phone
+# network still in use, and short enough that 20 trickling clients give up their threads
+# before others queue behind them; nginx's client_body_timeout (60 s) is of this order.
+DEFAULT_UPLOAD_READ_TIMEOUT = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +37,8 @@ class Config:
     jwt_audience: str = "video2mp3"
     video_queue: str = "video"
     max_content_length: int = DEFAULT_MAX_CONTENT_LENGTH
+    upload_read_timeout: float = DEFAULT_UPLOAD_READ_TIMEOUT
+    quotas: Quotas = field(default_factory=Quotas)
     public_url: str = "http://127.0.0.1:8000"
     trusted_proxies: int = 0
     webhook_allow_private: bool = False
@@ -65,7 +74,22 @@ class Config:
             jwt_audience=env.str("JWT_AUDIENCE", "video2mp3"),
             video_queue=env.str("VIDEO_QUEUE", "video"),
             max_content_length=env.size("MAX_CONTENT_LENGTH", DEFAULT_MAX_CONTENT_LENGTH),
+            upload_read_timeout=env.float(
+                "UPLOAD_READ_TIMEOUT", DEFAULT_UPLOAD_READ_TIMEOUT, minimum=1.0
+            ),
+            quotas=_quotas(env),
             public_url=public_url,
             trusted_proxies=env.int("TRUSTED_PROXIES", 0, minimum=0, maximum=10),
             webhook_allow_private=env.bool("WEBHOOK_ALLOW_PRIVATE", False),
         )
+
+
+def _quotas(env: Env) -> Quotas:
+    """Read QUOTA_STORAGE_BYTES, QUOTA_ACTIVE_JOBS and QUOTA_UPLOADS_PER_MINUTE (0: unlimited)."""
+    default = Quotas()
+    stored = env.size("QUOTA_STORAGE_BYTES", default.stored_bytes or 0)
+    active = env.int("QUOTA_ACTIVE_JOBS", default.active_jobs or 0, minimum=0)
+    rate = env.int("QUOTA_UPLOADS_PER_MINUTE", default.uploads_per_minute or 0, minimum=0)
+    return Quotas(
+        stored_bytes=stored or None, active_jobs=active or None, uploads_per_minute=rate or None
+    )

@@ -12,6 +12,7 @@ from common.storage import Storage
 from common.tokens import TokenVerifier
 from gateway.auth_client import AuthClient
 from gateway.config import Config
+from gateway.watchdog import ReadWatchdog
 
 EXTENSION = "video2mp3.gateway"
 
@@ -26,9 +27,11 @@ class Services:
     publisher: Publisher
     verifier: TokenVerifier
     auth: AuthClient
+    upload_watchdog: ReadWatchdog
 
     def close(self) -> None:
-        """Close the connections the clients opened."""
+        """Close the connections the clients opened and stop the watchdog."""
+        self.upload_watchdog.close()
         self.publisher.close()
         self.storage.close()
 

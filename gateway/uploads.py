@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import BinaryIO, Protocol
 
 from bson import ObjectId
+from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.sansio.multipart import (
     Data,
     Epilogue,
@@ -25,6 +26,7 @@ from werkzeug.sansio.multipart import (
     MultipartDecoder,
     NeedData,
     Preamble,
+    State,
 )
 
 from common.web import ApiError
@@ -34,7 +36,13 @@ log = logging.getLogger(__name__)
 
 FILE_FIELD = "file"
 READ_SIZE = 256 * 1024
+# A text field (an option, a callback URL) is short; the file is never held in memory.
 MAX_FIELD_BYTES = 4096
+# The text before the first part (the preamble) and one part's headers are held whole
+# until their end is found: beyond this they are refused (413) instead of growing a worker.
+MAX_FORM_HEADER_BYTES = 64 * 1024
+# The most the multipart decoder may buffer: one read plus an unfinished preamble or header.
+MAX_FORM_MEMORY_SIZE = READ_SIZE + MAX_FORM_HEADER_BYTES
 MAX_PARTS = 32
 MAX_FILENAME_LENGTH = 200
 _UNSAFE_FILENAME_CHARS = re.compile(r'[\x00-\x1f\x7f"\\/:*?<>|]+')
@@ -98,30 +106,58 @@ def receive_upload(
 
     Raises:
         ApiError: 400 for a malformed form, no file, several files, an empty
-            file or a bad text field; 413 when the file exceeds ``max_bytes``;
-            415 when it does not start like any audio/video container.
+            file or a bad text field; 413 when the file exceeds ``max_bytes``, or
+            the preamble, a part's headers, a text field or the number of parts
+            exceeds its limit; 415 when the file does not start like any
+            audio/video container; whatever ``stream.read`` raises (408 from
+            ``gateway.watchdog`` for a body that arrives too slowly).
         TransientError: the store failed.
     """
     receiver = _Receiver(open_sink, max_bytes, check_fields)
-    # Text fields are bounded by _Receiver; a decoder-wide memory limit would count file data too.
-    decoder = MultipartDecoder(boundary, max_parts=MAX_PARTS)
+    # The decoder hands file data on as it arrives, so its buffer only grows while it
+    # looks for the end of a preamble or of a part's headers: that is what the limit bounds.
+    decoder = MultipartDecoder(
+        boundary, max_form_memory_size=MAX_FORM_MEMORY_SIZE, max_parts=MAX_PARTS
+    )
     try:
         while True:
             chunk = stream.read(READ_SIZE)
-            decoder.receive_data(chunk or None)
+            try:
+                decoder.receive_data(chunk or None)
+            except RequestEntityTooLarge:
+                raise _form_too_large() from None
             try:
                 event = decoder.next_event()
                 while not isinstance(event, NeedData | Epilogue):
                     receiver.on_event(event)
                     event = decoder.next_event()
+            except RequestEntityTooLarge:
+                raise ApiError(
+                    413, "too_many_parts", f"Send at most {MAX_PARTS} form fields."
+                ) from None
             except ValueError as exc:
                 raise _bad("malformed_upload", f"The multipart body is malformed: {exc}") from None
-            if isinstance(event, Epilogue) or not chunk:
+            # After the closing boundary only an epilogue may follow, which carries
+            # nothing: the form is complete without reading it.
+            if isinstance(event, Epilogue) or not chunk or decoder.state is State.EPILOGUE:
                 break
         return receiver.result()
     except BaseException:
         receiver.discard()
         raise
+
+
+def _form_too_large() -> ApiError:
+    return ApiError(
+        413,
+        "form_too_large",
+        f"The text before the first part or a part's headers exceed {MAX_FORM_HEADER_BYTES} bytes.",
+    )
+
+
+def _header_bytes(event: Field | File) -> int:
+    """Return about how many bytes the part's headers took, as sent."""
+    return sum(len(name) + len(value) + 4 for name, value in event.headers.items())
 
 
 class _Receiver:
@@ -147,7 +183,12 @@ class _Receiver:
 
     def on_event(self, event: Preamble | Field | File | Data) -> None:
         if isinstance(event, Preamble):
-            return  # text before the first boundary carries nothing
+            # Text before the first boundary carries nothing, but must not be large.
+            if len(event.data) > MAX_FORM_HEADER_BYTES:
+                raise _form_too_large()
+            return
+        if isinstance(event, Field | File) and _header_bytes(event) > MAX_FORM_HEADER_BYTES:
+            raise _form_too_large()
         if isinstance(event, File):
             self._start_file(event)
         elif isinstance(event, Field):
@@ -180,7 +221,11 @@ class _Receiver:
     def _field_data(self, data: bytes, *, more: bool) -> None:
         self._field_bytes += data
         if len(self._field_bytes) > MAX_FIELD_BYTES:
-            raise _bad("invalid_field", f"The field {self._part.name!r} is too long.")
+            raise ApiError(
+                413,
+                "field_too_large",
+                f"The field {self._part.name!r} exceeds {MAX_FIELD_BYTES} bytes.",
+            )
         if not more:
             try:
                 self._fields[self._part.name] = self._field_bytes.decode("utf-8")

@@ -14,13 +14,23 @@ from werkzeug.http import parse_options_header
 
 from common import metrics
 from common.errors import TransientError
-from common.jobs import DONE, STATUSES, mp3_filename, new_job_id, public_view, video_message
+from common.jobs import (
+    DONE,
+    STATUSES,
+    mp3_filename,
+    new_job_id,
+    public_view,
+    utcnow,
+    video_message,
+)
 from common.logs import log_context
 from common.options import InvalidOption, Options
 from common.retry import retry_transient
 from common.storage import FileNotFound
+from common.tokens import Claims
 from common.web import ApiError
 from common.webhooks import InvalidCallback, check_callback_url
+from gateway import quotas
 from gateway.identity import current_user
 from gateway.services import services
 from gateway.uploads import receive_upload
@@ -51,16 +61,35 @@ def login() -> Response:
     return Response(answer.body, status=answer.status, headers=answer.headers)
 
 
+@bp.get("/me")
+def me() -> Response:
+    """Return who the caller is, what they use and their quotas (null: unlimited)."""
+    svc = services()
+    user = current_user()
+    usage = quotas.measure(svc.storage, svc.jobs, user.subject, utcnow())
+    limits = quotas.UNLIMITED if user.admin else svc.config.quotas
+    return jsonify(
+        {
+            "email": user.subject,
+            "admin": user.admin,
+            "usage": usage.as_dict(),
+            "quotas": limits.as_dict(),
+        }
+    )
+
+
 @bp.post("/upload")
 def upload() -> tuple[Response, int, dict[str, str]]:
     """Store one uploaded video, record its job and queue it for conversion."""
     svc = services()
     job_id = new_job_id()
     with log_context(job_id=job_id), _counting_upload():
-        owner = current_user().subject
+        user = current_user()
+        owner = user.subject
         limit = svc.config.max_content_length
         if request.content_length is not None and request.content_length > limit:
             raise ApiError(413, "too_large", f"The upload exceeds the {limit}-byte limit.")
+        usage, storage_left = _within_quotas(user)
         mimetype, params = parse_options_header(request.headers.get("Content-Type", ""))
         if mimetype != "multipart/form-data" or not params.get("boundary"):
             raise ApiError(
@@ -68,15 +97,24 @@ def upload() -> tuple[Response, int, dict[str, str]]:
                 "invalid_upload",
                 "Send the video as multipart/form-data with one field named 'file'.",
             )
-        received = receive_upload(
-            request.stream,
-            params["boundary"].encode("latin-1"),
-            open_sink=lambda filename: svc.storage.videos.open_upload(
-                filename, {"owner": owner, "job_id": job_id}, abort_patience=SETTLE_TIMEOUT_S
-            ),
-            max_bytes=limit,
-            check_fields=_check_fields,
-        )
+        # Slow or stalled bodies are cut off (408) rather than holding this thread.
+        body = svc.upload_watchdog.guard(request.stream, request.environ.get("gunicorn.socket"))
+        bounded_by_quota = storage_left is not None and storage_left < limit
+        try:
+            received = receive_upload(
+                body,
+                params["boundary"].encode("latin-1"),
+                open_sink=lambda filename: svc.storage.videos.open_upload(
+                    filename, {"owner": owner, "job_id": job_id}, abort_patience=SETTLE_TIMEOUT_S
+                ),
+                max_bytes=storage_left if bounded_by_quota else limit,
+                check_fields=_check_fields,
+            )
+        except ApiError as exc:
+            # Sent without a Content-Length, the file outgrew what its owner may still store.
+            if exc.code == "too_large" and bounded_by_quota and usage is not None:
+                raise quotas.storage_exceeded(svc.config.quotas, usage) from None
+            raise
         callback_url = received.fields.pop(CALLBACK_FIELD, "") or None
         options = Options.from_dict(received.fields).to_dict()
         try:
@@ -114,6 +152,26 @@ def upload() -> tuple[Response, int, dict[str, str]]:
         "status_url": status_url,
     }
     return jsonify(body), 202, {"Location": status_url}
+
+
+def _within_quotas(user: Claims) -> tuple[quotas.Usage | None, int | None]:
+    """Check the caller's quotas before the body is read.
+
+    Returns the caller's usage and the bytes they may still store; (None, None) for an
+    admin, who has no quotas.
+
+    Raises:
+        ApiError: 429 or 507 when the upload would break a quota.
+        TransientError: MongoDB failed.
+    """
+    if user.admin:
+        return None, None
+    svc, now = services(), utcnow()
+    usage = quotas.measure(svc.storage, svc.jobs, user.subject, now)
+    left = quotas.check_upload(
+        usage, svc.config.quotas, incoming_bytes=request.content_length, now=now
+    )
+    return usage, left
 
 
 @contextlib.contextmanager

@@ -230,6 +230,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     delete = command("delete", run_delete, "Delete jobs with their video and MP3.")
     delete.add_argument("job_ids", nargs="+", metavar="JOB_ID")
+
+    command("usage", run_usage, "Show what you store and run, and your quotas.")
     return parser
 
 
@@ -520,8 +522,7 @@ def run_status(args: argparse.Namespace) -> int:
     ]
     if job["status"] == "done" and job.get("mp3_fid"):
         lines.append(("download", f"{PROG} download {job['mp3_fid']}"))
-    width = max(len(key) for key, _ in lines)
-    _say("\n".join(f"{key + ':':<{width + 1}} {value}" for key, value in lines))
+    _say(_fields(lines))
     return EXIT_OK
 
 
@@ -607,6 +608,47 @@ def run_delete(args: argparse.Namespace) -> int:
     return EXIT_FAILED if failures else EXIT_OK
 
 
+# --- usage --------------------------------------------------------------------
+
+
+def run_usage(args: argparse.Namespace) -> int:
+    """Print the caller's usage beside their quotas."""
+    with _client(args) as client:
+        account = client.me()
+    _say(_fields(usage_lines(account)))
+    return EXIT_OK
+
+
+def usage_lines(account: dict[str, Any]) -> list[tuple[str, str]]:
+    """Return ``(name, text)`` lines for an account from ``GET /me``; a null quota is unlimited."""
+    usage = account.get("usage") or {}
+    quotas = account.get("quotas") or {}
+    email = account.get("email") or "-"
+    stored = int(usage.get("stored_bytes") or 0)
+    active = int(usage.get("active_jobs") or 0)
+    uploads = int(usage.get("uploads_last_minute") or 0)
+    storage_quota = quotas.get("stored_bytes")
+    jobs_quota = quotas.get("active_jobs")
+    rate_quota = quotas.get("uploads_per_minute")
+    if rate_quota is None:
+        rate = "unlimited"
+    else:
+        rate = f"at most {rate_quota}" + (", reached" if uploads >= rate_quota else "")
+    return [
+        ("account", f"{email} (admin)" if account.get("admin") else email),
+        ("storage", _against(stored, storage_quota, human_size)),
+        ("active jobs", _against(active, jobs_quota, str)),
+        ("uploads", f"{uploads} in the last minute ({rate})"),
+    ]
+
+
+def _against(used: int, limit: int | None, show: Callable[[int], str]) -> str:
+    """Show a figure beside its quota: "2 of 10", "10 of 10 (full)", "1.2 GiB (unlimited)"."""
+    if limit is None:
+        return f"{show(used)} (unlimited)"
+    return f"{show(used)} of {show(limit)}" + (" (full)" if used >= limit else "")
+
+
 # --- output -------------------------------------------------------------------
 
 
@@ -626,6 +668,12 @@ def _fail(text: str) -> None:
     """Write an error to stderr."""
     sys.stderr.write(f"{PROG}: {text}\n")
     sys.stderr.flush()
+
+
+def _fields(lines: Sequence[tuple[str, str]]) -> str:
+    """Lay out ``name: value`` lines with the values in one column."""
+    width = max(len(key) for key, _ in lines)
+    return "\n".join(f"{key + ':':<{width + 1}} {value}" for key, value in lines)
 
 
 def _table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> str:

@@ -28,6 +28,7 @@ CONNECT_TIMEOUT = 10.0
 READ_TIMEOUT = 120.0
 DOWNLOAD_CHUNK_SIZE = 256 * 1024
 _ERRNO_REASON = re.compile(r"\[Errno -?\d+\] ([^'\"\)]+)")
+_SAYS_WHEN = re.compile(r"\btry again (in|at)\b", re.IGNORECASE)
 
 
 class ClientError(Exception):
@@ -157,7 +158,8 @@ class Client:
         """Stream one video to the server with its output options; return the accepted job.
 
         Raises:
-            ApiError: 400 (with ``field`` for a refused option), 413, 415, 503, ...
+            ApiError: 400 (with ``field`` for a refused option), 413, 415, 503; 429 and
+                507 past a quota (``quota``, ``limit`` and ``usage`` in the body).
             AuthenticationError, ConnectionFailed, InvalidServer: see the module.
             multipart.FileChanged: the file shrank while it was being read.
         """
@@ -194,6 +196,10 @@ class Client:
         if status:
             params["status"] = status
         return self._json("GET", "/jobs", params=params, expect=("jobs",))
+
+    def me(self) -> dict[str, Any]:
+        """Return the caller's account: ``{email, admin, usage, quotas}`` (a null quota: none)."""
+        return self._json("GET", "/me", expect=("usage", "quotas"))
 
     def delete_job(self, job_id: str) -> None:
         """Delete one of the caller's jobs with its video and MP3.
@@ -267,7 +273,8 @@ def _api_error(response: requests.Response) -> ApiError:
     code = str(body.get("error") or f"http_{status}")
     message = str(body.get("message") or f"The server answered {status} {response.reason}.")
     retry_after = response.headers.get("Retry-After", "")
-    if status == 429 and retry_after.isdigit():
+    # Unless the server's own words already say when.
+    if status == 429 and retry_after.isdigit() and not _SAYS_WHEN.search(message):
         message = f"{message.rstrip('.')}; try again in {retry_after} s."
     error_type = AuthenticationError if status == 401 else ApiError
     return error_type(status, code, message, body)

@@ -41,6 +41,7 @@
     uploadDetail: $("upload-detail"),
     uploadBar: $("upload-bar"),
     uploadCancel: $("upload-cancel"),
+    usage: $("usage"),
     refresh: $("refresh"),
     jobList: $("job-list"),
     jobsEmpty: $("jobs-empty"),
@@ -55,6 +56,8 @@
   let clockTimer = null;
   let noticeTimer = null;
   let refreshSeq = 0;
+  let usageSeq = 0;
+  let jobsSignature = null; // the job ids and states last shown: usage changes when they do
   const rows = new Map(); // job_id -> <li>
   const lastStatus = new Map(); // job_id -> status seen on the previous refresh
 
@@ -105,8 +108,30 @@
       // A proxy's HTML error page, say: fall back to the status line.
     }
     let message = body.message || `The server answered ${status} ${statusText || ""}`.trim() + ".";
-    if (status === 429 && retryAfter) message += ` Try again in ${retryAfter} s.`;
+    const wait = status === 429 || status === 503 ? retryDelay(retryAfter) : null;
+    // Unless the server's own words already say when.
+    if (wait != null && !/try again (in|at)\b/i.test(message)) {
+      if (!/[.!?]$/.test(message)) message += ".";
+      message += ` Try again ${formatDelay(wait)}.`;
+    }
     return new ApiProblem(message, { status, code: body.error || null, field: body.field || null });
+  }
+
+  // Retry-After is a number of seconds or an HTTP date; return seconds, or null if absent.
+  function retryDelay(retryAfter) {
+    if (!retryAfter) return null;
+    const text = retryAfter.trim();
+    if (/^\d+$/.test(text)) return Number(text);
+    const at = Date.parse(text);
+    return Number.isNaN(at) ? null : Math.max(0, Math.ceil((at - Date.now()) / 1000));
+  }
+
+  function formatDelay(seconds) {
+    if (seconds <= 0) return "now";
+    if (seconds < 90) return `in ${seconds} s`;
+    if (seconds < 90 * 60) return `in ${Math.ceil(seconds / 60)} min`;
+    const at = new Date(Date.now() + seconds * 1000);
+    return `at ${at.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" })}`;
   }
 
   const OFFLINE = "Cannot reach the server. Check your connection and try again.";
@@ -213,6 +238,7 @@
       Math.max(0, session.expiresAt - Date.now()),
     );
     refreshJobs();
+    refreshUsage();
   }
 
   function showExpiry() {
@@ -230,6 +256,10 @@
     clearTimeout(expiryTimer);
     clearInterval(clockTimer);
     refreshSeq += 1; // answers still on their way belong to the old session
+    usageSeq += 1;
+    jobsSignature = null;
+    el.usage.hidden = true;
+    el.usage.replaceChildren();
     session = null;
     sessionStorage.removeItem(SESSION_KEY);
     rows.clear();
@@ -377,6 +407,8 @@
         );
         showError(problem.message);
         markInvalid(problem.field);
+        // Refused by a quota: show the figures the refusal was about.
+        if (xhr.status === 429 || xhr.status === 507) refreshUsage();
       }
     });
     xhr.addEventListener("error", () => {
@@ -455,6 +487,95 @@
     el.jobsEmpty.hidden = jobs.length > 0;
     el.jobsMore.hidden = total <= jobs.length;
     el.jobsMore.textContent = `Showing the newest ${jobs.length} of ${total} conversions.`;
+    // A job that came, went or finished changes what is stored and running; progress does not.
+    const signature = `${total} ${jobs.map((job) => `${job.job_id}:${job.status}`).join(" ")}`;
+    if (jobsSignature !== null && signature !== jobsSignature) refreshUsage();
+    jobsSignature = signature;
+  }
+
+  // ---- usage and quotas ---------------------------------------------------
+
+  async function refreshUsage() {
+    if (!session) return;
+    const seq = ++usageSeq;
+    let account;
+    try {
+      const response = await api("GET", "/me");
+      account = await response.json();
+    } catch {
+      // The line is a convenience: keep the last figures rather than raise an alarm over it.
+      return;
+    }
+    if (seq !== usageSeq || !session) return; // a newer refresh or a logout overtook this one
+    renderUsage(account);
+  }
+
+  function formatBinaryBytes(bytes) {
+    // Quotas are set in binary units (10 GiB = 10 × 2³⁰ bytes): show them as set.
+    const units = ["bytes", "KiB", "MiB", "GiB", "TiB"];
+    let value = bytes;
+    let unit = 0;
+    while (value >= 1024 && unit < units.length - 1) {
+      value /= 1024;
+      unit += 1;
+    }
+    return unit === 0 ? `${value} bytes` : `${value.toFixed(value < 10 ? 1 : 0)} ${units[unit]}`;
+  }
+
+  function usageItem(text, { used, limit, title } = {}) {
+    const item = document.createElement("span");
+    item.className = "usage-item";
+    item.textContent = text;
+    if (title) item.title = title;
+    if (limit != null && used >= limit) item.dataset.state = "full";
+    else if (limit != null && used >= 0.9 * limit) item.dataset.state = "near";
+    return item;
+  }
+
+  function renderUsage(account) {
+    const usage = account.usage || {};
+    const quotas = account.quotas || {};
+    const stored = usage.stored_bytes || 0;
+    const active = usage.active_jobs || 0;
+    const uploads = usage.uploads_last_minute || 0;
+    const unlimited = [quotas.stored_bytes, quotas.active_jobs, quotas.uploads_per_minute].every(
+      (quota) => quota == null,
+    );
+    const noLimit = unlimited ? "" : " (no limit)";
+    const items = [
+      usageItem(
+        quotas.stored_bytes == null
+          ? `Storage ${formatBinaryBytes(stored)}${noLimit}`
+          : `Storage ${formatBinaryBytes(stored)} of ${formatBinaryBytes(quotas.stored_bytes)}`,
+        { used: stored, limit: quotas.stored_bytes, title: `${stored.toLocaleString()} bytes` },
+      ),
+      usageItem(
+        quotas.active_jobs == null
+          ? `${active} ${active === 1 ? "job" : "jobs"} running${noLimit}`
+          : `${active} of ${quotas.active_jobs} jobs running`,
+        { used: active, limit: quotas.active_jobs },
+      ),
+    ];
+    // Uploads per minute only matter when they are what stops the next upload.
+    if (quotas.uploads_per_minute != null && uploads >= quotas.uploads_per_minute) {
+      items.push(
+        usageItem(`${uploads} of ${quotas.uploads_per_minute} uploads this minute`, {
+          used: uploads,
+          limit: quotas.uploads_per_minute,
+        }),
+      );
+    }
+    if (unlimited) items.push(usageItem("no limits"));
+    const label = document.createElement("span");
+    label.className = "visually-hidden";
+    label.textContent = "Your usage: ";
+    const parts = [label];
+    items.forEach((item, index) => {
+      if (index) parts.push(" · ");
+      parts.push(item);
+    });
+    el.usage.replaceChildren(...parts);
+    el.usage.hidden = false;
   }
 
   function announceChange(job) {
@@ -663,6 +784,7 @@
   el.refresh.addEventListener("click", () => {
     clearMessages();
     refreshJobs();
+    refreshUsage();
   });
   for (const control of el.uploadForm.querySelectorAll("[data-fields]")) {
     control.addEventListener("change", () => control.removeAttribute("aria-invalid"));

@@ -18,10 +18,17 @@ import requests
 
 from devstack.servers import free_port
 from tests.support.media import audio_stream, make_audio, make_video, probe_duration, read_tags
-from tests.support.system import MAX_UPLOAD_BYTES
+from tests.support.quotas import (
+    account,
+    active_jobs_filled,
+    storage_filled,
+    upload_rate_filled,
+)
+from tests.support.system import ADMIN, MAX_UPLOAD_BYTES
 from video2mp3.client import Client
 from video2mp3.config import Credentials, save_credentials
 from video2mp3.multipart import CHUNK_SIZE
+from video2mp3.progress import human_size
 
 JOB_LINE = re.compile(r"^(?P<name>.+): queued as job (?P<job_id>[0-9a-f]{32})$", re.MULTILINE)
 
@@ -69,7 +76,13 @@ def test_a_wrong_password_exits_3_and_stores_nothing(cli, user, config_home):
 
 
 def test_commands_without_a_login_exit_3_and_say_how_to_log_in(cli, system):
-    for argv in (("jobs",), ("status", "0" * 32), ("download", "0" * 24), ("delete", "0" * 32)):
+    for argv in (
+        ("jobs",),
+        ("status", "0" * 32),
+        ("download", "0" * 24),
+        ("delete", "0" * 32),
+        ("usage",),
+    ):
         message = assert_one_line_error(cli(*argv), 3)
         assert message == (
             f"video2mp3: not logged in to {system.gateway}; "
@@ -223,6 +236,125 @@ def test_jobs_status_download_and_delete(cli, logged_in, tmp_path):
     assert assert_one_line_error(cli("status", job_id), 1) == "video2mp3: No such job."
     assert assert_one_line_error(cli("download", mp3_fid), 1) == "video2mp3: No such file."
     assert assert_one_line_error(cli("delete", job_id), 1) == f"video2mp3: {job_id}: No such job."
+
+
+def test_usage_shows_what_the_user_stores_and_runs_against_the_quotas(
+    cli, logged_in, system, tmp_path
+):
+    quotas = account(system, logged_in)["quotas"]
+    storage_quota = human_size(quotas["stored_bytes"])
+
+    fresh = cli("usage")
+
+    assert (fresh.code, fresh.err) == (0, "")
+    assert fresh.out.splitlines() == [
+        f"account:     {logged_in.email}",
+        f"storage:     0 B of {storage_quota}",
+        f"active jobs: 0 of {quotas['active_jobs']}",
+        f"uploads:     0 in the last minute (at most {quotas['uploads_per_minute']})",
+    ]
+
+    source = make_video(tmp_path / "clip.mp4", seconds=1)
+    converted = cli("convert", str(source), "--wait", "-o", str(tmp_path / "out"))
+    assert converted.code == 0, converted.err
+    after = cli("usage")
+
+    assert after.code == 0, after.err
+    usage = account(system, logged_in)["usage"]
+    # The video and its MP3 are both stored.
+    assert usage["stored_bytes"] > source.stat().st_size
+    assert after.out.splitlines() == [
+        f"account:     {logged_in.email}",
+        f"storage:     {human_size(usage['stored_bytes'])} of {storage_quota}",
+        f"active jobs: 0 of {quotas['active_jobs']}",
+        f"uploads:     1 in the last minute (at most {quotas['uploads_per_minute']})",
+    ]
+
+
+def test_an_admin_has_no_quotas(cli):
+    login = cli("login", "--email", ADMIN[0], "--password-stdin", stdin=f"{ADMIN[1]}\n")
+    assert login.code == 0, login.err
+
+    result = cli("usage")
+
+    assert result.code == 0, result.err
+    lines = dict(line.split(":", 1) for line in result.out.splitlines())
+    assert lines["account"].strip() == f"{ADMIN[0]} (admin)"
+    assert lines["storage"].endswith(" (unlimited)")
+    assert lines["active jobs"].endswith(" (unlimited)")
+    assert lines["uploads"].endswith(" in the last minute (unlimited)")
+
+
+def refusal(system, user, source) -> requests.Response:
+    """Upload ``source`` without the CLI, to read the answer the server gives it."""
+    return requests.post(
+        f"{system.gateway}/upload",
+        headers=user.headers,
+        files={"file": ("clip.mp4", source.read_bytes())},
+        timeout=10,
+    )
+
+
+def test_convert_past_the_active_jobs_quota_exits_1_with_the_servers_message(
+    cli, logged_in, system, tmp_path
+):
+    source = make_video(tmp_path / "clip.mp4", seconds=1)
+    limit = account(system, logged_in)["quotas"]["active_jobs"]
+    with active_jobs_filled(system, logged_in):
+        refused = refusal(system, logged_in, source)
+        assert refused.status_code == 429, refused.text
+        assert refused.json()["error"] == "too_many_active_jobs"
+
+        result = cli("convert", str(source), "--wait", "-o", str(tmp_path / "out"))
+
+        message = assert_one_line_error(result, 1)
+        server_message = refused.json()["message"].rstrip(".")
+        assert re.fullmatch(
+            rf"video2mp3: {re.escape(str(source))}: {re.escape(server_message)}; "
+            r"try again in \d+ s\.",
+            message,
+        ), message
+        assert result.out == ""
+        assert not (tmp_path / "out").exists()
+        full = cli("usage")
+        assert f"active jobs: {limit} of {limit} (full)\n" in full.out
+
+    assert f"active jobs: 0 of {limit}\n" in cli("usage").out
+    assert cli("jobs").err == "No jobs.\n"
+
+
+def test_convert_past_the_upload_rate_says_when_to_try_again_once(cli, logged_in, system, tmp_path):
+    source = make_video(tmp_path / "clip.mp4", seconds=1)
+    with upload_rate_filled(system, logged_in):
+        result = cli("convert", str(source))
+
+    message = assert_one_line_error(result, 1)
+    # The server's message already says when; the command does not say it twice.
+    assert re.fullmatch(
+        rf"video2mp3: {re.escape(str(source))}: You may start \d+ uploads a minute; "
+        r"try again in \d+ s\.",
+        message,
+    ), message
+
+
+def test_convert_past_the_storage_quota_exits_1_with_the_servers_message(
+    cli, logged_in, system, tmp_path
+):
+    source = make_video(tmp_path / "clip.mp4", seconds=1)
+    with storage_filled(system, logged_in):
+        refused = refusal(system, logged_in, source)
+        assert refused.status_code == 507, refused.text
+        assert refused.json()["error"] == "storage_quota_exceeded"
+
+        result = cli("convert", str(source))
+
+        message = assert_one_line_error(result, 1)
+        assert message == f"video2mp3: {source}: {refused.json()['message']}"
+        assert result.out == ""
+        usage = cli("usage").out
+        assert re.search(r"^storage: +\S+ GiB of \S+ GiB \(full\)$", usage, re.MULTILINE), usage
+
+    assert cli("convert", str(source)).code == 0
 
 
 def test_the_installed_command_logs_in_converts_and_lists(system, user, config_home, tmp_path):

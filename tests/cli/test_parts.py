@@ -10,6 +10,7 @@ import sys
 import pytest
 from werkzeug.formparser import parse_form_data
 
+from video2mp3.cli import usage_lines
 from video2mp3.client import filename_from_disposition
 from video2mp3.config import (
     DEFAULT_SERVER,
@@ -156,6 +157,56 @@ def test_the_bar_fits_narrow_terminals():
 )
 def test_sizes_are_shown_for_people(count, text):
     assert human_size(count) == text
+
+
+QUOTAS = {"stored_bytes": 10 * 2**30, "active_jobs": 10, "uploads_per_minute": 20}
+NO_QUOTAS = dict.fromkeys(QUOTAS)
+
+
+@pytest.mark.parametrize(
+    ("admin", "usage", "quotas", "lines"),
+    [
+        (
+            False,
+            {"stored_bytes": 1288490189, "active_jobs": 2, "uploads_last_minute": 1},
+            QUOTAS,
+            ["a@b.c", "1.2 GiB of 10.0 GiB", "2 of 10", "1 in the last minute (at most 20)"],
+        ),
+        (
+            False,
+            {"stored_bytes": 10 * 2**30, "active_jobs": 10, "uploads_last_minute": 20},
+            QUOTAS,
+            [
+                "a@b.c",
+                "10.0 GiB of 10.0 GiB (full)",
+                "10 of 10 (full)",
+                "20 in the last minute (at most 20, reached)",
+            ],
+        ),
+        (
+            True,
+            {"stored_bytes": 0, "active_jobs": 0, "uploads_last_minute": 0},
+            NO_QUOTAS,
+            [
+                "a@b.c (admin)",
+                "0 B (unlimited)",
+                "0 (unlimited)",
+                "0 in the last minute (unlimited)",
+            ],
+        ),
+        (
+            False,
+            {"stored_bytes": 512, "active_jobs": 3, "uploads_last_minute": 0},
+            {**QUOTAS, "stored_bytes": None},
+            ["a@b.c", "512 B (unlimited)", "3 of 10", "0 in the last minute (at most 20)"],
+        ),
+    ],
+)
+def test_usage_is_shown_against_each_quota_or_as_unlimited(admin, usage, quotas, lines):
+    account = {"email": "a@b.c", "admin": admin, "usage": usage, "quotas": quotas}
+    assert usage_lines(account) == list(
+        zip(("account", "storage", "active jobs", "uploads"), lines, strict=True)
+    )
 
 
 def test_the_config_dir_follows_xdg_and_falls_back_to_dot_config(tmp_path, monkeypatch):

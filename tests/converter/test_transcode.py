@@ -8,53 +8,19 @@ import signal
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from common.errors import PermanentError, TransientError
 from common.options import Options
-from converter import transcode as transcode_module
 from converter.transcode import MediaInfo, needs_reencode, probe, transcode
 from tests.support import media
+from tests.support.media import ffmpeg_children
 
 SECONDS = 3.0
 SMALL = "160x120"
-
-
-def ffmpeg_children() -> list[int]:
-    """Return the pids of ffmpeg processes this process started, zombies included."""
-    pids = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            text = stat.read_text()
-        except OSError:
-            continue  # the process ended while we looked
-        name = text[text.index("(") + 1 : text.rindex(")")]
-        parent = int(text[text.rindex(")") + 2 :].split()[1])
-        if parent == os.getpid() and name.startswith("ffmpeg"):
-            pids.append(int(stat.parent.name))
-    return pids
-
-
-@pytest.fixture(autouse=True)
-def no_ffmpeg_left_behind() -> Iterator[None]:
-    """Fail any test that leaves an ffmpeg child running or unreaped."""
-    yield
-    assert ffmpeg_children() == []
-
-
-@pytest.fixture(scope="module")
-def long_wav(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Five minutes of tone: ffmpeg is still busy with it when a test interferes."""
-    return media.make_audio(tmp_path_factory.mktemp("long") / "long.wav", seconds=300)
-
-
-@pytest.fixture
-def fast_progress(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Have ffmpeg report progress every 0.1 s so short runs report several times."""
-    monkeypatch.setattr(transcode_module, "PROGRESS_INTERVAL_S", 0.1)
 
 
 def assert_mp3(path: Path, *, seconds: float) -> bytes:

@@ -18,6 +18,7 @@ import requests
 
 from tests.conftest import unavailable
 from tests.support.media import audio_stream, make_video, probe_duration
+from tests.support.quotas import account, active_jobs_filled
 
 try:
     from playwright.sync_api import Browser, Page, expect, sync_playwright
@@ -39,6 +40,9 @@ ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 CONVERSION_TIMEOUT_MS = 60_000
 # What an upload should take under the emulated uplink, so its progress can be watched.
 UPLOAD_SECONDS = 1.5
+BINARY_UNITS = {"bytes": 1, "KiB": 2**10, "MiB": 2**20, "GiB": 2**30, "TiB": 2**40}
+_SIZE = rf"([0-9.]+) ({'|'.join(BINARY_UNITS)})"
+STORAGE = re.compile(rf"Storage {_SIZE} of {_SIZE}")
 
 pytestmark = pytest.mark.slow
 
@@ -98,6 +102,20 @@ def api_jobs(system, user) -> list[dict]:
     return response.json()["jobs"]
 
 
+def storage_shown(page: Page) -> tuple[float, float]:
+    """Return the stored bytes and the storage quota the usage line shows, as it rounds them."""
+    text = page.locator("#usage").inner_text()
+    match = STORAGE.search(text)
+    assert match, text
+    used, used_unit, quota, quota_unit = match.groups()
+    return float(used) * BINARY_UNITS[used_unit], float(quota) * BINARY_UNITS[quota_unit]
+
+
+def assert_about(shown: float, exact: int) -> None:
+    """Assert that a figure the page rounded to two or three digits stands for ``exact``."""
+    assert abs(shown - exact) <= max(0.05 * exact, 1), (shown, exact)
+
+
 def save_screenshot(page: Page, tmp_path: Path) -> Path:
     """Save a full-page screenshot in the test's folder and in test-artifacts/."""
     shot = tmp_path / "web-page.png"
@@ -130,6 +148,11 @@ def test_a_new_user_converts_a_video_in_the_browser(system, user, page, tmp_path
     expect(page.locator("#session-email")).to_have_text(user.email)
     expect(page.locator("#session-expiry")).to_contain_text("session ends at")
     expect(page.get_by_text("Nothing here yet")).to_be_visible()
+    quotas = account(system, user)["quotas"]
+    usage = page.locator("#usage")
+    expect(usage).to_contain_text("Storage 0 bytes of ")
+    expect(usage).to_contain_text(f"0 of {quotas['active_jobs']} jobs running")
+    assert_about(storage_shown(page)[1], quotas["stored_bytes"])
 
     page.get_by_label("Channels").select_option(label="Mono")
     page.get_by_label("Quality").select_option(label="128 kbit/s")
@@ -154,6 +177,16 @@ def test_a_new_user_converts_a_video_in_the_browser(system, user, page, tmp_path
     expect(row.locator(".badge")).to_have_text("Done")
     expect(row.locator(".job-meta")).to_contain_text("128 kbit/s · mono")
     expect(page.locator("#notice")).to_contain_text("ready to download")
+    # The finished job changed the list, so the usage line was fetched again: the video
+    # and its MP3 are stored, and nothing runs any more.
+    after = account(system, user)["usage"]
+    assert after["stored_bytes"] > source.stat().st_size
+    assert after["active_jobs"] == 0
+    expect(usage).not_to_contain_text("Storage 0 bytes")
+    expect(usage).to_contain_text(f"0 of {quotas['active_jobs']} jobs running")
+    stored, quota = storage_shown(page)
+    assert_about(stored, after["stored_bytes"])
+    assert_about(quota, quotas["stored_bytes"])
 
     with page.expect_download() as started:
         row.get_by_role("button", name="Download the MP3 of holiday clip.mp4").click()
@@ -185,6 +218,45 @@ def test_a_new_user_converts_a_video_in_the_browser(system, user, page, tmp_path
     failed.get_by_role("button", name="Confirm: delete silent film.mp4").click()
     expect(failed).to_have_count(0)
     assert [job["filename"] for job in api_jobs(system, user)] == ["holiday clip.mp4"]
+
+
+def test_an_upload_past_a_quota_shows_the_servers_message_and_when_to_retry(
+    system, user, page, tmp_path
+):
+    clip = make_video(tmp_path / "one too many.mp4", seconds=1)
+    limit = account(system, user)["quotas"]["active_jobs"]
+    with active_jobs_filled(system, user) as waiting:
+        answer = requests.post(
+            f"{system.gateway}/upload",
+            headers=user.headers,
+            files={"file": (clip.name, clip.read_bytes())},
+            timeout=10,
+        )
+        assert answer.status_code == 429, answer.text
+        assert answer.json()["quota"] == "active_jobs"
+        assert answer.headers["Retry-After"].isdigit()
+
+        log_in(page, user.email, user.password)
+        usage = page.locator("#usage")
+        expect(usage).to_contain_text(f"{limit} of {limit} jobs running")
+        expect(usage.locator('[data-state="full"]')).to_have_text(
+            f"{limit} of {limit} jobs running"
+        )
+        page.locator("#file-input").set_input_files(clip)
+        page.get_by_role("button", name="Upload and convert").click()
+
+        message = page.locator("#message")
+        expect(message).to_contain_text(answer.json()["message"].rstrip("."))
+        expect(message).to_contain_text(re.compile(r"Try again (in \d+ (s|min)|at \S+|now)\."))
+        expect(job_row(page, clip.name)).to_have_count(0)
+
+        # The queued jobs go away: the page, still polling them, sees its list change
+        # and fetches the usage again.
+        system.videos["jobs"].delete_many({"_id": {"$in": waiting}})
+        expect(page.get_by_text("Nothing here yet")).to_be_visible()
+        expect(usage).to_contain_text(f"0 of {limit} jobs running")
+        expect(usage.locator('[data-state="full"]')).to_have_count(0)
+    assert api_jobs(system, user) == []
 
 
 def test_a_wrong_password_shows_the_server_message_and_no_browser_dialog(system, user, page):

@@ -9,7 +9,13 @@ from bson import ObjectId
 
 from common.web import ApiError
 from gateway.sniff import SNIFF_BYTES
-from gateway.uploads import READ_SIZE, clean_filename, receive_upload
+from gateway.uploads import (
+    MAX_FORM_HEADER_BYTES,
+    MAX_PARTS,
+    READ_SIZE,
+    clean_filename,
+    receive_upload,
+)
 
 BOUNDARY = b"----video2mp3test"
 MP4_HEAD = b"\x00\x00\x00\x20ftypisom\x00\x00\x02\x00isomiso2avc1mp41"
@@ -110,8 +116,24 @@ def test_a_file_smaller_than_the_sniff_window_is_still_checked_and_stored():
         ),
         (
             multipart(("title", None, b"x" * 5000), ("file", "a.mp4", MP4_HEAD)),
-            400,
-            "invalid_field",
+            413,
+            "field_too_large",
+        ),
+        (b"preamble\r\n" * 10_000 + multipart(("file", "a.mp4", MP4_HEAD)), 413, "form_too_large"),
+        (
+            b"preamble\r\n" * 100_000 + multipart(("file", "a.mp4", MP4_HEAD)),
+            413,
+            "form_too_large",
+        ),
+        (
+            multipart(("file", "x" * (MAX_FORM_HEADER_BYTES + 1) + ".mp4", MP4_HEAD)),
+            413,
+            "form_too_large",
+        ),
+        (
+            multipart(*((f"f{n}", None, b"1") for n in range(MAX_PARTS + 1))),
+            413,
+            "too_many_parts",
         ),
         (
             multipart(("title", None, b"\xff\xfe"), ("file", "a.mp4", MP4_HEAD)),
@@ -183,3 +205,10 @@ def test_fields_sent_before_the_file_are_checked_before_it_is_read():
             io.BytesIO(body), BOUNDARY, open_sink=MemorySink, max_bytes=10**7, check_fields=check
         )
     assert seen == [{"bitrate": "7"}]  # refused as the file started, not after reading it
+
+
+def test_the_epilogue_after_the_closing_boundary_is_not_read():
+    stream = io.BytesIO(multipart(("file", "a.mp4", MP4_HEAD)) + b"epilogue " * READ_SIZE)
+    received = receive_upload(stream, BOUNDARY, open_sink=MemorySink, max_bytes=10**7)
+    assert received.container == "mp4"
+    assert stream.tell() <= READ_SIZE  # one read, not the 2 MiB behind it

@@ -7,6 +7,7 @@ inspectors read files back the way a user's player would: by decoding them.
 
 from __future__ import annotations
 
+import os
 import re
 import struct
 import subprocess
@@ -43,6 +44,21 @@ _PIPE_MUXERS = {".webm": "webm", ".mkv": "matroska", ".ts": "mpegts"}
 def ffmpeg_exe() -> str:
     """Return the ffmpeg binary the tests and the converter share."""
     return imageio_ffmpeg.get_ffmpeg_exe()
+
+
+def ffmpeg_children() -> list[int]:
+    """Return the pids of ffmpeg processes this process started, zombies included."""
+    pids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue  # the process ended while we looked
+        name = text[text.index("(") + 1 : text.rindex(")")]
+        parent = int(text[text.rindex(")") + 2 :].split()[1])
+        if parent == os.getpid() and name.startswith("ffmpeg"):
+            pids.append(int(stat.parent.name))
+    return pids
 
 
 def run_ffmpeg(*args: str | Path, timeout: float = 60) -> subprocess.CompletedProcess[bytes]:

@@ -224,13 +224,13 @@ class User:
         return {"Authorization": f"Bearer {self.token}"}
 
 
-def new_user(system: System) -> User:
-    """Create a user through auth's admin API and log it in through the gateway."""
+def new_user(system: System, *, admin: bool = False) -> User:
+    """Create a user (an admin if asked) through auth's admin API and log it in."""
     email = f"user-{uuid.uuid4().hex[:10]}@e2e.test"
     password = f"pw-{uuid.uuid4().hex}"
     response = requests.post(
         f"{system.auth}/users",
-        json={"email": email, "password": password},
+        json={"email": email, "password": password, "admin": admin},
         headers={"Authorization": f"Bearer {system.admin_token}"},
         timeout=30,
     )
