@@ -68,8 +68,14 @@ class BenchSystem:
         return int(self.env["GATEWAY_PORT"])
 
     def create_user(self, email: str, password: str = BENCH_PASSWORD) -> None:
-        """Create a user with the auth service's own CLI."""
-        auth_cli(self.env, "create-user", email, "--password-stdin", stdin=password + "\n")
+        """Create a user with the auth service's own CLI.
+
+        An admin: a benchmark sends the whole system's load from one account, which the
+        per-user quotas (10 jobs in flight, 20 uploads a minute) rightly refuse to others.
+        """
+        auth_cli(
+            self.env, "create-user", email, "--password-stdin", "--admin", stdin=password + "\n"
+        )
 
     def login(self, email: str, password: str = BENCH_PASSWORD) -> dict[str, str]:
         """Log in through the gateway; return the Authorization header."""

@@ -223,6 +223,63 @@ class MongoConfig:
         )
 
 
+# The ports a user's URL may name unless EGRESS_PORTS says otherwise.
+DEFAULT_EGRESS_PORTS = frozenset({80, 443})
+# The EGRESS_PORTS value that allows every port (make run's, for receivers on any port).
+ANY_PORT = "any"
+
+
+@dataclass(frozen=True, slots=True)
+class EgressConfig:
+    """Where the services may connect on a user's behalf (webhooks, URL imports)."""
+
+    allow_private: bool = False
+    # None allows every port.
+    ports: frozenset[int] | None = DEFAULT_EGRESS_PORTS
+
+    def allows_port(self, port: int) -> bool:
+        """Tell whether a URL may name ``port``."""
+        return 0 < port < 65536 and (self.ports is None or port in self.ports)
+
+    @classmethod
+    def from_env(cls, env: Env) -> EgressConfig:
+        """Read EGRESS_ALLOW_PRIVATE (or its alias WEBHOOK_ALLOW_PRIVATE) and EGRESS_PORTS.
+
+        Raises:
+            ConfigError: a value is malformed, or the two spellings disagree.
+        """
+        given = {
+            name: env.bool(name, False)
+            for name in ("EGRESS_ALLOW_PRIVATE", "WEBHOOK_ALLOW_PRIVATE")
+            if env.optional(name) is not None
+        }
+        if len(set(given.values())) > 1:
+            raise ConfigError(
+                "EGRESS_ALLOW_PRIVATE and its old name WEBHOOK_ALLOW_PRIVATE disagree; "
+                "set EGRESS_ALLOW_PRIVATE only"
+            )
+        raw_ports = env.optional("EGRESS_PORTS")
+        return cls(
+            allow_private=any(given.values()),
+            ports=DEFAULT_EGRESS_PORTS if raw_ports is None else _egress_ports(raw_ports),
+        )
+
+
+def _egress_ports(raw: str) -> frozenset[int] | None:
+    """Parse EGRESS_PORTS: a comma-separated list such as ``80,443``, or ``any``."""
+    if raw.strip().lower() == ANY_PORT:
+        return None
+    try:
+        ports = frozenset(int(part) for part in raw.split(",") if part.strip())
+    except ValueError:
+        ports = frozenset()
+    if not ports or not all(0 < port < 65536 for port in ports):
+        raise ConfigError(
+            f"EGRESS_PORTS must be ports 1-65535 separated by commas, or {ANY_PORT!r}; got {raw!r}"
+        )
+    return ports
+
+
 def pipeline_settings(
     env: Env, *, secrets: Mapping[str, str | None] | None = None
 ) -> dict[str, object]:

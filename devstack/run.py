@@ -67,8 +67,10 @@ def resolve_env(environ: Mapping[str, str], run_dir: Path) -> dict[str, str]:
     env = {**defaults, **environ}
     if "WEBHOOK_SECRET" not in environ:
         env["WEBHOOK_SECRET"] = _run_secret(run_dir / "webhook-secret")
-    # Callback receivers in development usually listen on this machine.
-    env.setdefault("WEBHOOK_ALLOW_PRIVATE", "true")
+    # Callback receivers in development usually listen on this machine, on any port.
+    if "EGRESS_ALLOW_PRIVATE" not in environ and "WEBHOOK_ALLOW_PRIVATE" not in environ:
+        env["EGRESS_ALLOW_PRIVATE"] = "true"
+    env.setdefault("EGRESS_PORTS", "any")
     if "JWT_PRIVATE_KEY" not in environ and "JWT_PRIVATE_KEY_FILE" not in environ:
         env["JWT_PRIVATE_KEY_FILE"] = str(run_dir / "jwt-private.pem")
     return env

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from common.config import (
+    EgressConfig,
     Env,
     LoggingConfig,
     MongoConfig,
@@ -41,7 +42,7 @@ class Config:
     quotas: Quotas = field(default_factory=Quotas)
     public_url: str = "http://127.0.0.1:8000"
     trusted_proxies: int = 0
-    webhook_allow_private: bool = False
+    egress: EgressConfig = field(default_factory=EgressConfig)
     environment: str = "development"
     logging: LoggingConfig = field(default_factory=LoggingConfig)
 
@@ -80,7 +81,7 @@ class Config:
             quotas=_quotas(env),
             public_url=public_url,
             trusted_proxies=env.int("TRUSTED_PROXIES", 0, minimum=0, maximum=10),
-            webhook_allow_private=env.bool("WEBHOOK_ALLOW_PRIVATE", False),
+            egress=EgressConfig.from_env(env),
         )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 
+from common.egress import EgressGuard
 from common.jobs import JobStore
 from common.logs import configure_logging
 from common.messaging import Consumer
@@ -28,7 +29,7 @@ def main() -> None:
         mailer=Mailer(config.smtp),
         webhooks=WebhookSender(
             config.webhook_secret,
-            allow_private=config.webhook_allow_private,
+            guard=EgressGuard(config.egress),
             timeout=config.webhook_timeout,
         ),
         mail_from=config.smtp.mail_from,

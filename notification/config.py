@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from common.config import (
+    EgressConfig,
     Env,
     LoggingConfig,
     MongoConfig,
@@ -61,7 +62,7 @@ class Config:
     health_port: int = 9102
     max_attempts: int = 8
     webhook_secret: str | None = field(default=None, repr=False)
-    webhook_allow_private: bool = False
+    egress: EgressConfig = field(default_factory=EgressConfig)
     webhook_timeout: float = 10.0
     claim_lease: float = 120.0
     environment: str = "development"
@@ -88,7 +89,7 @@ class Config:
             public_url=env.str("PUBLIC_URL", "http://127.0.0.1:8000").rstrip("/"),
             max_attempts=env.int("NOTIFY_MAX_ATTEMPTS", 8, minimum=1, maximum=100),
             webhook_secret=webhook_secret,
-            webhook_allow_private=env.bool("WEBHOOK_ALLOW_PRIVATE", False),
+            egress=EgressConfig.from_env(env),
             webhook_timeout=env.float("WEBHOOK_TIMEOUT", 10.0, minimum=0.5),
             claim_lease=env.float("NOTIFY_CLAIM_LEASE_SECONDS", 120.0, minimum=1.0),
         )

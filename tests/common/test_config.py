@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 
 from common.config import (
+    DEFAULT_EGRESS_PORTS,
+    EgressConfig,
     Env,
     LoggingConfig,
     RabbitConfig,
@@ -102,3 +104,39 @@ def test_rabbit_config_prefers_the_url_and_checks_its_scheme():
 def test_redact_url_hides_only_the_password():
     assert redact_url("amqp://user:hunter2@host:5672/%2F") == "amqp://user:***@host:5672/%2F"
     assert redact_url("mongodb://host:27017/") == "mongodb://host:27017/"
+
+
+@pytest.mark.parametrize(
+    ("environ", "expected"),
+    [
+        ({}, EgressConfig(allow_private=False, ports=DEFAULT_EGRESS_PORTS)),
+        ({"EGRESS_ALLOW_PRIVATE": "true"}, EgressConfig(allow_private=True)),
+        ({"WEBHOOK_ALLOW_PRIVATE": "true"}, EgressConfig(allow_private=True)),  # the old name
+        (
+            {"EGRESS_ALLOW_PRIVATE": "yes", "WEBHOOK_ALLOW_PRIVATE": "1"},
+            EgressConfig(allow_private=True),
+        ),
+        ({"EGRESS_PORTS": "any"}, EgressConfig(ports=None)),
+        ({"EGRESS_PORTS": "ANY"}, EgressConfig(ports=None)),
+        ({"EGRESS_PORTS": "443, 8443"}, EgressConfig(ports=frozenset({443, 8443}))),
+    ],
+)
+def test_egress_config_reads_its_policy(environ, expected):
+    assert EgressConfig.from_env(Env(environ)) == expected
+
+
+@pytest.mark.parametrize(
+    ("environ", "message"),
+    [
+        ({"EGRESS_ALLOW_PRIVATE": "true", "WEBHOOK_ALLOW_PRIVATE": "false"}, "disagree"),
+        ({"EGRESS_ALLOW_PRIVATE": "maybe"}, "EGRESS_ALLOW_PRIVATE must be a boolean"),
+        ({"EGRESS_PORTS": "http"}, "EGRESS_PORTS must be ports"),
+        ({"EGRESS_PORTS": "0"}, "EGRESS_PORTS must be ports"),
+        ({"EGRESS_PORTS": "443,70000"}, "EGRESS_PORTS must be ports"),
+        ({"EGRESS_PORTS": ","}, "EGRESS_PORTS must be ports"),
+        ({"EGRESS_PORTS": "*"}, "EGRESS_PORTS must be ports"),
+    ],
+)
+def test_egress_config_refuses_malformed_values(environ, message):
+    with pytest.raises(ConfigError, match=message):
+        EgressConfig.from_env(Env(environ))

@@ -1,4 +1,4 @@
-"""Callback URL checks and the signature recipe receivers use."""
+"""The signature recipe webhook receivers use (URL checks: test_egress.py)."""
 
 from __future__ import annotations
 
@@ -6,37 +6,9 @@ import time
 
 import pytest
 
-from common.webhooks import InvalidCallback, check_callback_url, sign, verify_signature
+from common.webhooks import sign, verify_signature
 
 SECRET = b"whsec-test-1234567890"
-
-
-@pytest.mark.parametrize(
-    ("url", "reason"),
-    [
-        ("ftp://example.com/hook", "http:// or https://"),
-        ("javascript:alert(1)", "http:// or https://"),
-        ("http:///no-host", "http:// or https://"),
-        ("https://user:pw@example.com/hook", "credentials"),
-        ("https://example.com/" + "a" * 3000, "longer than"),
-        ("http://127.0.0.1:8000/hook", "private or local"),
-        ("http://localhost/hook", "private or local"),
-        ("http://10.1.2.3/hook", "private or local"),
-        ("http://192.168.0.10/hook", "private or local"),
-        ("http://169.254.169.254/latest/meta-data", "private or local"),
-        ("http://[::1]/hook", "private or local"),
-        ("http://0.0.0.0/hook", "private or local"),
-        ("http://no-such-host.invalid/hook", "does not resolve"),
-    ],
-)
-def test_refused_callback_urls(url, reason):
-    with pytest.raises(InvalidCallback, match=reason):
-        check_callback_url(url, allow_private=False)
-
-
-def test_public_addresses_pass_and_private_ones_when_allowed():
-    assert check_callback_url("https://93.184.216.34/hook", allow_private=False)
-    assert check_callback_url("http://127.0.0.1:9/hook", allow_private=True)
 
 
 def test_the_documented_recipe_accepts_a_genuine_request():

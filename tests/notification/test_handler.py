@@ -9,6 +9,8 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult
 from bson import ObjectId
 
+from common.config import EgressConfig
+from common.egress import EgressGuard
 from common.errors import PermanentError, TransientError
 from common.jobs import EMAIL, JobStore, new_job_id
 from common.messaging import Delivery
@@ -68,7 +70,7 @@ def notifier(jobs, mailer, webhooks=None):
     return Notifier(
         jobs=jobs,
         mailer=mailer,
-        webhooks=webhooks or WebhookSender(None, allow_private=False, timeout=5),
+        webhooks=webhooks or WebhookSender(None, guard=EgressGuard(EgressConfig()), timeout=5),
         mail_from="video2mp3@localhost",
         public_url=PUBLIC_URL,
     )

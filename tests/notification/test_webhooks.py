@@ -7,6 +7,8 @@ import json
 import pytest
 from bson import ObjectId
 
+from common.config import EgressConfig
+from common.egress import EgressGuard
 from common.errors import TransientError
 from common.jobs import JobStore, new_job_id
 from common.messaging import Delivery
@@ -33,10 +35,13 @@ def receiver():
 
 
 def make_notifier(jobs, mailbox, *, allow_private=True):
+    # The receiver listens on loopback, on a port of its own: the tests allow both, but
+    # for the one that checks private addresses are refused.
+    guard = EgressGuard(EgressConfig(allow_private=allow_private, ports=None))
     return Notifier(
         jobs=jobs,
         mailer=Mailer(SmtpConfig(host=mailbox.host, port=mailbox.port, timeout=5)),
-        webhooks=WebhookSender(SECRET, allow_private=allow_private, timeout=5),
+        webhooks=WebhookSender(SECRET, guard=guard, timeout=5),
         mail_from="video2mp3@localhost",
         public_url="http://video2mp3.test",
     )
@@ -118,7 +123,7 @@ def test_private_targets_are_refused_unless_allowed(jobs, mailbox, receiver):
     message = finished(jobs, receiver.url)
     make_notifier(jobs, mailbox, allow_private=False).handle(message, delivery())
     assert receiver.calls == []
-    assert "private or local" in jobs.get(message["job_id"])["webhook_outcome"]
+    assert "loopback, not a public address" in jobs.get(message["job_id"])["webhook_outcome"]
 
 
 def test_without_a_secret_nothing_unsigned_is_sent(jobs, mailbox, receiver):
@@ -126,7 +131,9 @@ def test_without_a_secret_nothing_unsigned_is_sent(jobs, mailbox, receiver):
     notifier = Notifier(
         jobs=jobs,
         mailer=Mailer(SmtpConfig(host=mailbox.host, port=mailbox.port)),
-        webhooks=WebhookSender(None, allow_private=True, timeout=5),
+        webhooks=WebhookSender(
+            None, guard=EgressGuard(EgressConfig(allow_private=True, ports=None)), timeout=5
+        ),
         mail_from="video2mp3@localhost",
         public_url="http://video2mp3.test",
     )

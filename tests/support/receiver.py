@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 import threading
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -19,9 +20,12 @@ class Call:
 
 
 class WebhookReceiver:
-    """Listen on 127.0.0.1, answer with ``status`` (changeable), and keep every call."""
+    """Listen on 127.0.0.1, answer with ``status`` (changeable), and keep every call.
 
-    def __init__(self) -> None:
+    With ``tls``, the receiver speaks HTTPS with that server context.
+    """
+
+    def __init__(self, tls: ssl.SSLContext | None = None) -> None:
         self.calls: list[Call] = []
         self.statuses: list[int] = []  # answers to give first, one per call; then 200
         self.redirect_to: str | None = None
@@ -43,8 +47,13 @@ class WebhookReceiver:
                 pass
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/hook"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        if tls is not None:
+            self._server.socket = tls.wrap_socket(self._server.socket, server_side=True)
+        self.port = self._server.server_address[1]
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}/hook"
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
         self._thread.start()
 
     def wait_for(self, count: int, timeout: float = 30.0) -> list[Call]:

@@ -136,7 +136,9 @@ def running_system(
         "HEALTH_HOST": "127.0.0.1",
         "WEB_CONCURRENCY": "2",
         "WEBHOOK_SECRET": WEBHOOK_SECRET,
-        "WEBHOOK_ALLOW_PRIVATE": "true",  # the tests' receiver listens on loopback
+        # The tests' webhook receivers listen on loopback, on ports of their own.
+        "EGRESS_ALLOW_PRIVATE": "true",
+        "EGRESS_PORTS": "any",
         **{name: str(port) for name, port in ports.items()},
         **(extra_env or {}),
     }
