@@ -351,11 +351,12 @@ def run(
     seconds: float = 15.0,
     login_clients: int = 4,
     poll_ms: tuple[float, ...] = (100.0, 33.0),
+    threads: int | None = None,
 ) -> list[Result]:
-    """Measure and return the table's rows."""
+    """Measure and return the table's rows; ``threads`` overrides the services' WEB_THREADS."""
     heading(f"load: the jobs API under {clients} concurrent clients, and logins")
     rows: list[Result] = []
-    with bench_system() as system:
+    with bench_system(extra_env={"WEB_THREADS": str(threads)} if threads else None) as system:
         email = "load@bench.test"
         system.create_user(email)
         headers = system.login(email)
@@ -424,8 +425,12 @@ def main() -> None:
         default=[100.0, 33.0],
         help="the paced clients' periods, one run each",
     )
+    parser.add_argument(
+        "--threads", type=int, help="gunicorn threads per worker (default: each service's own)"
+    )
     args = parser.parse_args()
-    report(run(args.clients, args.seconds, args.login_clients, tuple(args.poll_ms)), BENCH)
+    rows = run(args.clients, args.seconds, args.login_clients, tuple(args.poll_ms), args.threads)
+    report(rows, BENCH)
 
 
 if __name__ == "__main__":
