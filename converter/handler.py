@@ -105,9 +105,21 @@ class Converter:
         if self._jobs.finish(job_id, mp3_fid=mp3_fid):
             metrics.JOBS_FINISHED.labels("done").inc()
         else:
-            log.info("job %s ended elsewhere while converting; dropping its MP3", job_id)
-            self._storage.mp3s.delete(mp3_fid)
+            self._drop_unless_kept(job_id, mp3_fid)
         self._announce(job_id)
+
+    def _drop_unless_kept(self, job_id: str, mp3_fid: ObjectId) -> None:
+        """Delete the MP3 of a delivery that lost the race to finish, unless the job has it.
+
+        A duplicate delivery may have found this very MP3 (``_stored_mp3``) and finished
+        the job with it first; only an MP3 that no job refers to is this delivery's to drop.
+        """
+        job = self._jobs.get(job_id)
+        if job is not None and job.get("mp3_fid") == mp3_fid:
+            log.info("job %s was finished by another delivery with this MP3; keeping it", job_id)
+            return
+        log.info("job %s ended elsewhere while converting; dropping its MP3", job_id)
+        self._storage.mp3s.delete(mp3_fid)
 
     def give_up(self, message: dict[str, Any] | None, error: Exception) -> None:
         """Fail the job of a message that kept failing, and tell its owner."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 
 from common.errors import PermanentError, TransientError
@@ -194,3 +196,75 @@ def test_giving_up_fails_the_job_and_tells_the_owner(converter, storage, jobs, p
 def _write(path, data):
     path.write_bytes(data)
     return path
+
+
+class HeldFinish(JobStore):
+    """A job store whose ``finish`` waits until the test lets it go."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.reached = threading.Event()
+        self.release = threading.Event()
+
+    def finish(self, job_id, *, mp3_fid):
+        self.reached.set()
+        assert self.release.wait(60), "the test never let the finish go"
+        return super().finish(job_id, mp3_fid=mp3_fid)
+
+
+def test_the_slower_of_two_deliveries_of_a_job_leaves_the_mp3_it_shares(
+    storage, jobs, publisher, workdir, tmp_path
+):
+    source = make_video(tmp_path / "clip.mp4", seconds=2)
+    message = queued_job(storage, jobs, source)
+    held = HeldFinish(storage.client, storage.config)
+    first = Converter(
+        storage=storage, jobs=held, publisher=publisher, mp3_queue="mp3", workdir=str(workdir)
+    )
+    duplicate = Converter(
+        storage=storage, jobs=jobs, publisher=publisher, mp3_queue="mp3", workdir=str(workdir)
+    )
+    worker = threading.Thread(target=first.handle, args=(message, delivery()))
+    worker.start()
+    try:
+        # The first delivery has stored its MP3 and is about to record it...
+        assert held.reached.wait(60)
+        # ...when a duplicate arrives, finds that MP3 and finishes the job with it first.
+        duplicate.handle(message, delivery(attempt=2))
+        done = jobs.get(message["job_id"])
+        assert done["status"] == DONE
+    finally:
+        held.release.set()
+        worker.join(60)
+
+    job = jobs.get(message["job_id"])
+    assert job["mp3_fid"] == done["mp3_fid"]
+    mp3s = list(storage.mp3s.files.find({"metadata.job_id": message["job_id"]}))
+    assert [mp3["_id"] for mp3 in mp3s] == [job["mp3_fid"]], "the job's MP3 was deleted"
+    with (tmp_path / "out.mp3").open("wb") as out:
+        assert storage.mp3s.download_to(job["mp3_fid"], out) == mp3s[0]["length"]
+    assert probe_duration(tmp_path / "out.mp3") == pytest.approx(2.0, abs=0.1)
+
+
+def test_a_losing_delivery_deletes_only_an_mp3_no_job_points_to(
+    storage, jobs, publisher, workdir, tmp_path
+):
+    source = make_video(tmp_path / "clip.mp4", seconds=2)
+    message = queued_job(storage, jobs, source)
+    held = HeldFinish(storage.client, storage.config)
+    first = Converter(
+        storage=storage, jobs=held, publisher=publisher, mp3_queue="mp3", workdir=str(workdir)
+    )
+    worker = threading.Thread(target=first.handle, args=(message, delivery()))
+    worker.start()
+    try:
+        assert held.reached.wait(60)
+        orphan = storage.mp3s.find_one({"metadata.job_id": message["job_id"]})["_id"]
+        # Meanwhile the job ended another way (the janitor gave up on it).
+        assert jobs.fail(message["job_id"], error="stalled")
+    finally:
+        held.release.set()
+        worker.join(60)
+
+    assert jobs.get(message["job_id"])["status"] == FAILED
+    assert storage.mp3s.find_one({"_id": orphan}) is None, "an MP3 no job refers to was kept"
