@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 
 import pytest
@@ -212,30 +213,32 @@ class HeldFinish(JobStore):
         return super().finish(job_id, mp3_fid=mp3_fid)
 
 
-def test_the_slower_of_two_deliveries_of_a_job_leaves_the_mp3_it_shares(
-    storage, jobs, publisher, workdir, tmp_path
-):
-    source = make_video(tmp_path / "clip.mp4", seconds=2)
-    message = queued_job(storage, jobs, source)
+@contextlib.contextmanager
+def held_before_finishing(storage, publisher, workdir, message):
+    """Run a delivery of ``message`` until it has stored its MP3; let it finish on leaving."""
     held = HeldFinish(storage.client, storage.config)
     first = Converter(
         storage=storage, jobs=held, publisher=publisher, mp3_queue="mp3", workdir=str(workdir)
     )
-    duplicate = Converter(
-        storage=storage, jobs=jobs, publisher=publisher, mp3_queue="mp3", workdir=str(workdir)
-    )
     worker = threading.Thread(target=first.handle, args=(message, delivery()))
     worker.start()
     try:
-        # The first delivery has stored its MP3 and is about to record it...
         assert held.reached.wait(60)
-        # ...when a duplicate arrives, finds that MP3 and finishes the job with it first.
-        duplicate.handle(message, delivery(attempt=2))
-        done = jobs.get(message["job_id"])
-        assert done["status"] == DONE
+        yield
     finally:
         held.release.set()
         worker.join(60)
+
+
+def test_the_slower_of_two_deliveries_of_a_job_leaves_the_mp3_it_shares(
+    converter, storage, jobs, publisher, workdir, tmp_path
+):
+    message = queued_job(storage, jobs, make_video(tmp_path / "clip.mp4", seconds=2))
+    with held_before_finishing(storage, publisher, workdir, message):
+        # A duplicate finds the MP3 the first delivery stored and finishes the job with it.
+        converter.handle(message, delivery(attempt=2))
+        done = jobs.get(message["job_id"])
+        assert done["status"] == DONE
 
     job = jobs.get(message["job_id"])
     assert job["mp3_fid"] == done["mp3_fid"]
@@ -249,22 +252,11 @@ def test_the_slower_of_two_deliveries_of_a_job_leaves_the_mp3_it_shares(
 def test_a_losing_delivery_deletes_only_an_mp3_no_job_points_to(
     storage, jobs, publisher, workdir, tmp_path
 ):
-    source = make_video(tmp_path / "clip.mp4", seconds=2)
-    message = queued_job(storage, jobs, source)
-    held = HeldFinish(storage.client, storage.config)
-    first = Converter(
-        storage=storage, jobs=held, publisher=publisher, mp3_queue="mp3", workdir=str(workdir)
-    )
-    worker = threading.Thread(target=first.handle, args=(message, delivery()))
-    worker.start()
-    try:
-        assert held.reached.wait(60)
+    message = queued_job(storage, jobs, make_video(tmp_path / "clip.mp4", seconds=2))
+    with held_before_finishing(storage, publisher, workdir, message):
         orphan = storage.mp3s.find_one({"metadata.job_id": message["job_id"]})["_id"]
         # Meanwhile the job ended another way (the janitor gave up on it).
         assert jobs.fail(message["job_id"], error="stalled")
-    finally:
-        held.release.set()
-        worker.join(60)
 
     assert jobs.get(message["job_id"])["status"] == FAILED
     assert storage.mp3s.find_one({"_id": orphan}) is None, "an MP3 no job refers to was kept"
