@@ -312,6 +312,12 @@ class JobStore:
                 return_document=pymongo.ReturnDocument.AFTER,
             )
 
+    def delivered(self, job_id: str, kind: str) -> bool:
+        """Tell whether the owner was told about the job by ``kind`` (or the job is gone)."""
+        with translate_errors(f"reading the {kind} of a job"):
+            job = self._jobs.find_one({"_id": job_id}, {_DELIVERIES[kind][0]: 1})
+        return job is None or job.get(_DELIVERIES[kind][0]) is not None
+
     def release(self, job_id: str, kind: str) -> None:
         """Give up a claim so a retry can take it at once."""
         with translate_errors(f"releasing the {kind} of a job"):

@@ -9,6 +9,7 @@ dies mid-way only delays it.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
@@ -30,6 +31,8 @@ REQUIRED_FIELDS = ("job_id", "username", "status")
 WEBHOOK_EVENT = "job.finished"
 # How long to keep trying to record a delivery that already happened.
 RECORD_PATIENCE_SECONDS = 60.0
+# How often a delivery waiting for another worker's claim looks again.
+CLAIM_POLL_SECONDS = 0.5
 
 
 def validate(message: dict[str, Any]) -> None:
@@ -119,8 +122,8 @@ class Notifier:
     ) -> None:
         """Claim, send and record one way of telling the owner; ``send`` returns the outcome
         to record, or None when it recorded the delivery itself."""
-        if self._jobs.claim(job_id, kind, lease=self._claim_lease) is None:
-            raise TransientError(f"another worker is sending the {kind} of job {job_id}")
+        if not self._claim(job_id, kind):
+            return
         try:
             outcome = send()
         except PermanentError as exc:
@@ -137,6 +140,27 @@ class Notifier:
         if outcome is not None:
             self._remember(job_id, kind, outcome=outcome)
         log.info("sent the %s of job %s", kind, job_id)
+
+    def _claim(self, job_id: str, kind: str) -> bool:
+        """Claim ``kind`` of the job; False if it was done meanwhile.
+
+        A claim held by another worker is waited out rather than counted as a failed
+        attempt: its holder is sending (and will record it) or died mid-send, and then
+        its lease lapses. Counting it would spend the delivery's attempts within one
+        lease and dead-letter a message that only had to wait.
+
+        Raises:
+            TransientError: the claim was still held a whole lease later.
+        """
+        deadline = time.monotonic() + self._claim_lease.total_seconds() + CLAIM_POLL_SECONDS
+        while self._jobs.claim(job_id, kind, lease=self._claim_lease) is None:
+            if self._jobs.delivered(job_id, kind):
+                log.info("the %s of job %s was sent by another worker", kind, job_id)
+                return False
+            if time.monotonic() >= deadline:
+                raise TransientError(f"another worker is sending the {kind} of job {job_id}")
+            time.sleep(CLAIM_POLL_SECONDS)
+        return True
 
     def _remember(self, job_id: str, kind: str, *, outcome: str) -> None:
         """Record that the owner was told, riding out a short MongoDB outage.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from datetime import timedelta
 
 import pytest
@@ -66,13 +67,14 @@ def finished_job(jobs, *, status="done", owner=None):
     }
 
 
-def notifier(jobs, mailer, webhooks=None):
+def notifier(jobs, mailer, webhooks=None, **settings):
     return Notifier(
         jobs=jobs,
         mailer=mailer,
         webhooks=webhooks or WebhookSender(None, guard=EgressGuard(EgressConfig()), timeout=5),
         mail_from="video2mp3@localhost",
         public_url=PUBLIC_URL,
+        **settings,
     )
 
 
@@ -128,11 +130,39 @@ def test_smtp_down_is_transient_and_frees_the_claim(jobs, mailbox):
     assert len(mailbox.wait_for(1, to=message["username"], timeout=5)) == 1
 
 
-def test_an_email_claimed_by_a_live_worker_is_retried_later(jobs, mailer, mailbox):
+# The claim lease is scaled from the shipped 120 s (NOTIFY_CLAIM_LEASE_SECONDS) to 1 s, so a
+# test waits it out in seconds; the attempts are not touched.
+SCALED_LEASE = timedelta(seconds=1)
+
+
+def test_an_email_claimed_past_a_whole_lease_is_retried_later(jobs, mailer, mailbox):
     message = finished_job(jobs)
-    jobs.claim(message["job_id"], EMAIL, lease=timedelta(minutes=5))
+    jobs.claim(message["job_id"], EMAIL, lease=SCALED_LEASE * 5)  # a holder that outlives ours
     with pytest.raises(TransientError, match="another worker"):
-        run(message, jobs, mailer)
+        notifier(jobs, mailer, claim_lease=SCALED_LEASE).handle(message, delivery())
+    assert mailbox.messages(to=message["username"]) == []
+
+
+def test_a_claim_left_by_a_dead_worker_is_waited_out_not_counted(jobs, mailer, mailbox):
+    message = finished_job(jobs)
+    jobs.claim(message["job_id"], EMAIL, lease=SCALED_LEASE)  # its holder died mid-send
+
+    # The delivery does not fail (which would spend an attempt): it sends once the lease lapses.
+    notifier(jobs, mailer, claim_lease=SCALED_LEASE).handle(message, delivery())
+
+    assert len(mailbox.wait_for(1, to=message["username"], timeout=5)) == 1
+    assert jobs.get(message["job_id"])["notified_at"] is not None
+
+
+def test_a_claim_whose_holder_finishes_ends_the_wait_without_sending(jobs, mailer, mailbox):
+    message = finished_job(jobs)
+    jobs.claim(message["job_id"], EMAIL, lease=SCALED_LEASE * 5)
+    threading.Timer(
+        0.6, lambda: jobs.mark_delivered(message["job_id"], EMAIL, outcome="sent")
+    ).start()
+
+    notifier(jobs, mailer, claim_lease=SCALED_LEASE * 5).handle(message, delivery())
+
     assert mailbox.messages(to=message["username"]) == []
 
 
