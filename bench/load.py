@@ -39,7 +39,8 @@ from argon2 import PasswordHasher
 from bench.harness import Result, Series, heading, report
 from bench.system import BENCH_PASSWORD, BenchSystem, bench_system
 from common.jobs import DONE, utcnow
-from devstack.procs import child_pids, cpu_seconds
+from common.procs import cpu_seconds
+from devstack.procs import child_pids
 
 BENCH = "load"
 JOBS_PER_USER = 50

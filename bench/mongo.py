@@ -29,9 +29,9 @@ from bson import ObjectId
 from bench.harness import Result, Series, heading, interleave, report, series_row
 from common.config import MongoConfig
 from common.jobs import SUPERSEDED_INDEXES, JobStore
+from common.procs import cpu_seconds
 from common.storage import Storage
 from devstack import servers
-from devstack.procs import cpu_seconds
 
 BENCH = "mongo"
 OWNERS = 5

@@ -45,6 +45,7 @@ from moviepy.video.io.ffmpeg_reader import FFmpegInfosParser
 
 from common.errors import PermanentError, TransientError
 from common.options import DEFAULT_BITRATE_KBPS, Options
+from common.procs import cpu_seconds
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +131,6 @@ TRUNCATION_MIN_SHORTFALL_S = 1.0
 PROGRESS_INTERVAL_S = 0.5
 _WATCH_POLL_S = 0.05
 _CPU_GRACE_S = 5
-_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 _STDERR_LINES_KEPT = 40
 _REASON_MAX_CHARS = 300
 # ffmpeg says these when the machine, not the file, is at fault.
@@ -404,6 +404,8 @@ class ConversionLimits:
     max_seconds: float
     output_bytes: int
     process: ProcessLimits
+    # How long the MP3 should be (the part converted), None when the input does not say.
+    expected: float | None = None
 
 
 def conversion_limits(
@@ -432,6 +434,7 @@ def conversion_limits(
     output_bytes = math.ceil(allowed * MP3_MAX_BYTES_PER_SECOND) + _OUTPUT_SLACK_BYTES
     return ConversionLimits(
         max_seconds=allowed,
+        expected=expected,
         output_bytes=output_bytes,
         process=ProcessLimits(
             cpu_seconds=CPU_FLOOR_S + math.ceil(CPU_SECONDS_PER_MEDIA_SECOND * seconds * weight),
@@ -514,7 +517,7 @@ def transcode(
     if not info.has_audio:
         raise PermanentError(NO_AUDIO)
     limits = conversion_limits(info, options, max_media_seconds=max_media_seconds)
-    expected = _expected_duration(info, options)
+    expected = limits.expected
     copy = not needs_reencode(options, info)
     log.info(
         "converting %s (%s audio, %s) by %s within %s",
@@ -741,7 +744,7 @@ class _Watch:
             elif time.monotonic() >= self._deadline:
                 log.warning("ffmpeg passed its %.0f s deadline", self.limits.wall_seconds)
                 self.overdue = True
-            elif _cpu_seconds(self._process.pid) >= self.limits.cpu_seconds:
+            elif cpu_seconds(self._process.pid) >= self.limits.cpu_seconds:
                 log.warning("ffmpeg used its %d s of CPU time", self.limits.cpu_seconds)
                 self.over_cpu = True
             else:
@@ -750,17 +753,6 @@ class _Watch:
             # which is about to be deleted anyway.
             _kill_group(self._process)
             return
-
-
-def _cpu_seconds(pid: int) -> float:
-    """Return the CPU time (user + system, all threads) process ``pid`` has used so far."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as stat:
-            fields = stat.read().rsplit(b")", 1)[1].split()
-    except OSError:
-        return 0.0  # it has exited; its exit status tells the rest
-    # utime and stime, fields 14 and 15 of proc(5), in clock ticks.
-    return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
 
 
 def _follow_progress(

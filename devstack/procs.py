@@ -1,13 +1,13 @@
-"""What other processes cost: their resident memory and CPU time, read from /proc.
+"""Other processes' resident memory and children, read from /proc.
 
 The tests (a gateway worker's memory under a hostile upload) and the benchmarks (memory
-and CPU per request) both watch the services' processes this way.
+per request, and which pids to read CPU time of with ``common.procs``) both watch the
+services' processes this way.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -61,15 +61,6 @@ def _status_kib(pid: int, field: str) -> int:
     except (FileNotFoundError, ProcessLookupError):
         pass
     return 0
-
-
-def cpu_seconds(pid: int) -> float:
-    """Return the user+sys CPU seconds a process has used so far, 0 once it is gone."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (FileNotFoundError, ProcessLookupError):
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def child_pids(pid: int) -> list[int]:

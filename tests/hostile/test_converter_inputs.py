@@ -115,13 +115,18 @@ def test_a_recording_of_unknown_length_stops_at_the_limit(tmp_path: Path) -> Non
     assert not dst.exists()
 
 
+def rich_flac(path: Path, source: str, *, seconds: float) -> Path:
+    """Make a FLAC of 8 channels at 384 kHz from an ffmpeg lavfi ``source``."""
+    media.run_ffmpeg(
+        "-loglevel", "error", "-y", "-f", "lavfi", "-i", source,
+        "-t", str(seconds), "-ac", "8", "-c:a", "flac", path,
+    )  # fmt: skip
+    return path
+
+
 def test_costly_sound_gets_a_shorter_limit_and_fails_at_the_probe(tmp_path: Path) -> None:
     """7.1 at 384 kHz (32 times the samples of 48 kHz stereo) claiming an hour: 45 minutes fit."""
-    src = tmp_path / "rich.flac"
-    media.run_ffmpeg(
-        "-loglevel", "error", "-y", "-f", "lavfi", "-i", "anullsrc=r=384000:cl=7.1",
-        "-t", "1", "-c:a", "flac", src,
-    )  # fmt: skip
+    src = rich_flac(tmp_path / "rich.flac", "anullsrc=r=384000:cl=7.1", seconds=1)
     claim_flac_samples(src, 3600 * 384_000)
     dst = tmp_path / "out.mp3"
     started = time.monotonic()
@@ -149,11 +154,7 @@ def test_a_384_khz_64_channel_wav_fails_fast(tmp_path: Path) -> None:
 
 def test_costly_sound_within_its_limit_still_converts(tmp_path: Path) -> None:
     """Twenty seconds of 7.1 at 384 kHz fit their CPU budget (about 0.3 s of CPU here)."""
-    src = tmp_path / "rich.flac"
-    media.run_ffmpeg(
-        "-loglevel", "error", "-y", "-f", "lavfi", "-i", "sine=sample_rate=384000",
-        "-t", "20", "-ac", "8", "-c:a", "flac", src,
-    )  # fmt: skip
+    src = rich_flac(tmp_path / "rich.flac", "sine=sample_rate=384000", seconds=20)
 
     result = transcode(src, tmp_path / "out.mp3")
 
