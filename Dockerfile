@@ -11,7 +11,7 @@
 # runs as uid 10001 and works with a read-only root filesystem given a writable /tmp
 # (and, for the converter, a writable CONVERTER_WORKDIR).
 
-ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+ARG PYTHON_IMAGE=python:3.11.15-slim-bookworm
 
 FROM ${PYTHON_IMAGE} AS base
 ENV PYTHONUNBUFFERED=1 \

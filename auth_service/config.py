@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 from flask import Flask, current_app
 
-from common.config import DEVELOPMENT, Env, LoggingConfig, require_secrets
+from common.config import DEVELOPMENT, Env, LoggingConfig, require_secrets, url_password
 from common.errors import ConfigError
 
 _EXTENSION = "auth_service.config"
@@ -80,7 +80,7 @@ class Config:
     # limits' notation: every login attempt per client IP, failed ones per account.
     login_rate_limit_client: str = "30/minute"
     login_rate_limit_account: str = "5/minute"
-    ratelimit_storage_uri: str = "memory://"
+    ratelimit_storage_uri: str = field(default="memory://", repr=False)
     allow_registration: bool = False
     trusted_proxies: int = 0
     environment: str = DEVELOPMENT
@@ -102,7 +102,12 @@ class Config:
         environment = env.environment()
         mysql = MySQLConfig.from_env(env)
         key_pem = _read_private_key_pem(env)
-        require_secrets(environment, {"MYSQL_PASSWORD": mysql.password, "JWT_PRIVATE_KEY": key_pem})
+        ratelimit_storage_uri = env.str("RATELIMIT_STORAGE_URI", "memory://")
+        secrets = {"MYSQL_PASSWORD": mysql.password, "JWT_PRIVATE_KEY": key_pem}
+        store_password = url_password(ratelimit_storage_uri)
+        if store_password is not None:  # a shared store (Redis) that logs in
+            secrets["RATELIMIT_STORAGE_URI password"] = store_password
+        require_secrets(environment, secrets)
         return cls(
             jwt_private_key=load_private_key(key_pem),
             mysql=mysql,
@@ -112,7 +117,7 @@ class Config:
             argon2=Argon2Config.from_env(env),
             login_rate_limit_client=env.str("LOGIN_RATE_LIMIT_CLIENT", "30/minute"),
             login_rate_limit_account=env.str("LOGIN_RATE_LIMIT_ACCOUNT", "5/minute"),
-            ratelimit_storage_uri=env.str("RATELIMIT_STORAGE_URI", "memory://"),
+            ratelimit_storage_uri=ratelimit_storage_uri,
             allow_registration=env.bool("ALLOW_REGISTRATION", False),
             trusted_proxies=env.int("TRUSTED_PROXIES", 0, minimum=0, maximum=10),
             environment=environment,

@@ -32,12 +32,11 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from common.config import RabbitConfig
-from common.messaging import purge_queues
 from devstack import servers
 from devstack.mailsink import MailSink
 from devstack.procs import child_pids
 from devstack.run import auth_cli
-from devstack.stack import Stack, StackError
+from devstack.stack import Stack, StackError, delete_queues
 from video2mp3.multipart import MultipartUpload
 
 UPLOAD_CHUNK = 1024 * 1024
@@ -220,6 +219,7 @@ def bench_system(
         "RABBITMQ_URL": rabbit_url,
         "VIDEO_QUEUE": f"bench-{suffix}.video",
         "MP3_QUEUE": f"bench-{suffix}.mp3",
+        "WEBHOOK_QUEUE": f"bench-{suffix}.webhook",
         "AUTH_SVC_ADDRESS": f"127.0.0.1:{ports['AUTH_PORT']}",
         "PUBLIC_URL": f"http://127.0.0.1:{ports['GATEWAY_PORT']}",
         "MAX_CONTENT_LENGTH": "2GiB",
@@ -277,7 +277,7 @@ def bench_system(
             mongo.close()
         mongo_server.stop()
         with contextlib.suppress(Exception):
-            purge_queues(RabbitConfig(url=rabbit_url), [env["VIDEO_QUEUE"], env["MP3_QUEUE"]])
+            delete_queues(RabbitConfig(url=rabbit_url), env)
         admin.cursor().execute(f"DROP DATABASE IF EXISTS `{database}`")
         admin.close()
         mariadb.stop_if_started()

@@ -10,8 +10,8 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
-from urllib.parse import quote, urlsplit
+from dataclasses import dataclass, field
+from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 from common.errors import ConfigError
 
@@ -19,7 +19,9 @@ PRODUCTION = "production"
 DEVELOPMENT = "development"
 ENVIRONMENTS = (DEVELOPMENT, "test", PRODUCTION)
 
-# Values that show a secret was copied from a template and never filled in.
+# Values that show a secret was copied from a template and never filled in. The
+# deployment's own start scripts refuse the same values with this very expression
+# (deploy/mongodb/10-video2mp3-users.js, deploy/rabbitmq/render-definitions.sh).
 _PLACEHOLDER = re.compile(
     r"^(|change[-_ ]?me.*|replace[-_ ]?me.*|placeholder.*|example.*|<.*>|x+"
     r"|secret|password|guest)$",
@@ -145,6 +147,12 @@ def require_secrets(environment: str, secrets: Mapping[str, str | None]) -> None
         )
 
 
+def url_password(url: str) -> str | None:
+    """Return the password in ``url``, decoded, or None when it carries none."""
+    password = urlsplit(url).password
+    return None if password is None else unquote(password)
+
+
 def redact_url(url: str) -> str:
     """Return ``url`` with any password replaced, for logs."""
     parts = urlsplit(url)
@@ -172,7 +180,7 @@ class LoggingConfig:
 class RabbitConfig:
     """Where the broker is and how the services use it."""
 
-    url: str
+    url: str = field(repr=False)
     heartbeat: int = 30
     delivery_limit: int = 20
 
@@ -199,15 +207,19 @@ class RabbitConfig:
 
     @property
     def password(self) -> str | None:
-        """Return the broker password in the URL, for the production secret check."""
-        return urlsplit(self.url).password
+        """Return the password in the URL (None without credentials), for the secret check."""
+        return url_password(self.url)
+
+
+# MongoDB's ways of logging in without a password (certificates, cloud identities).
+PASSWORDLESS_MONGO_AUTH = frozenset({"MONGODB-X509", "MONGODB-AWS", "MONGODB-OIDC"})
 
 
 @dataclass(frozen=True, slots=True)
 class MongoConfig:
     """Where MongoDB is and which databases hold what."""
 
-    uri: str = "mongodb://127.0.0.1:27017/"
+    uri: str = field(default="mongodb://127.0.0.1:27017/", repr=False)
     videos_db: str = "videos"
     mp3s_db: str = "mp3s"
     timeout_ms: int = 5000
@@ -215,12 +227,28 @@ class MongoConfig:
     @classmethod
     def from_env(cls, env: Env) -> MongoConfig:
         """Read MONGO_URI, MONGO_VIDEOS_DB, MONGO_MP3S_DB and MONGO_TIMEOUT_MS."""
+        uri = env.str("MONGO_URI", "mongodb://127.0.0.1:27017/")
+        if urlsplit(uri).scheme not in ("mongodb", "mongodb+srv"):
+            raise ConfigError(
+                f"MONGO_URI must start with mongodb:// or mongodb+srv://, got {redact_url(uri)!r}"
+            )
         return cls(
-            uri=env.str("MONGO_URI", "mongodb://127.0.0.1:27017/"),
+            uri=uri,
             videos_db=env.str("MONGO_VIDEOS_DB", "videos"),
             mp3s_db=env.str("MONGO_MP3S_DB", "mp3s"),
             timeout_ms=env.int("MONGO_TIMEOUT_MS", 5000, minimum=100),
         )
+
+    @property
+    def password(self) -> str | None:
+        """Return the password in the URI (None without credentials), for the secret check."""
+        return url_password(self.uri)
+
+    @property
+    def passwordless(self) -> bool:
+        """Tell whether the URI logs in without a password (X.509, AWS or OIDC)."""
+        mechanism = parse_qs(urlsplit(self.uri).query).get("authMechanism", [""])[-1]
+        return mechanism.upper() in PASSWORDLESS_MONGO_AUTH
 
 
 # The ports a user's URL may name unless EGRESS_PORTS says otherwise.
@@ -290,12 +318,18 @@ def pipeline_settings(
     """
     environment = env.environment()
     rabbit = RabbitConfig.from_env(env)
-    require_secrets(environment, {"RABBITMQ_URL password": rabbit.password, **(secrets or {})})
+    mongo = MongoConfig.from_env(env)
+    # The broker's password is named as the operator gave it: in the URL, or on its own.
+    rabbit_secret = "RABBITMQ_URL password" if env.optional("RABBITMQ_URL") else "RABBITMQ_PASSWORD"
+    checked = {rabbit_secret: rabbit.password, **(secrets or {})}
+    if not mongo.passwordless:
+        checked["MONGO_URI password"] = mongo.password
+    require_secrets(environment, checked)
     return {
         "environment": environment,
         "logging": LoggingConfig.from_env(env),
         "rabbit": rabbit,
-        "mongo": MongoConfig.from_env(env),
+        "mongo": mongo,
     }
 
 

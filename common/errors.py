@@ -21,3 +21,15 @@ class PermanentError(Video2Mp3Error):
 
 class TransientError(Video2Mp3Error):
     """A dependency failed; the same work may succeed once it is back."""
+
+
+class RetryLater(TransientError):
+    """Nothing failed, but the work must wait: try it again after ``delay`` seconds.
+
+    Unlike other transient errors it spends no attempt (another worker holds the
+    work's claim, or its destination is busy), so it never dead-letters a message.
+    """
+
+    def __init__(self, message: str, *, delay: float) -> None:
+        super().__init__(message)
+        self.delay = delay

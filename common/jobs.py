@@ -14,7 +14,7 @@ the gateway could not clean up; the converters' janitor removes it.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import PurePosixPath
@@ -318,6 +318,14 @@ class JobStore:
             job = self._jobs.find_one({"_id": job_id}, {_DELIVERIES[kind][0]: 1})
         return job is None or job.get(_DELIVERIES[kind][0]) is not None
 
+    def mark_webhook_queued(self, job_id: str) -> None:
+        """Record that the job's webhook call was handed to its own queue."""
+        with translate_errors("recording a queued webhook"):
+            self._jobs.update_one(
+                {"_id": job_id, "webhook_queued_at": None},
+                {"$set": {"webhook_queued_at": utcnow()}},
+            )
+
     def release(self, job_id: str, kind: str) -> None:
         """Give up a claim so a retry can take it at once."""
         with translate_errors(f"releasing the {kind} of a job"):
@@ -369,6 +377,28 @@ class JobStore:
         """Delete a job whose upload never completed; False if it was queued or started since."""
         with translate_errors("deleting an abandoned upload"):
             return self._jobs.delete_one({"_id": job_id, **_ABANDONED}).deleted_count == 1
+
+    def unfinished_among(self, job_ids: Iterable[str]) -> set[str]:
+        """Return which of these jobs exist and are not finished (queued or processing).
+
+        Raises:
+            TransientError: MongoDB failed.
+        """
+        with translate_errors("finding unfinished jobs"):
+            cursor = self._jobs.find(
+                {"_id": {"$in": list(job_ids)}, "status": {"$nin": list(FINISHED)}}, {"_id": 1}
+            )
+            return {job["_id"] for job in cursor}
+
+    def referenced_mp3s(self, mp3_fids: Iterable[ObjectId]) -> set[ObjectId]:
+        """Return which of these MP3 ids a job points to.
+
+        Raises:
+            TransientError: MongoDB failed.
+        """
+        with translate_errors("finding referenced MP3s"):
+            cursor = self._jobs.find({"mp3_fid": {"$in": list(mp3_fids)}}, {"mp3_fid": 1})
+            return {job["mp3_fid"] for job in cursor}
 
     def delete(self, job_id: str) -> bool:
         """Delete a job record; False if it did not exist."""

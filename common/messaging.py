@@ -14,6 +14,15 @@ pika's ``BlockingConnection`` on one thread each, as pika requires:
 Every work queue is a durable quorum queue dead-lettering into
 ``<queue>.dead``; the broker's delivery limit catches a message that crashes
 its consumer again and again.
+
+Retries wait in the broker, not in a sleeping worker. A message whose handling
+failed for a passing reason is published again, with its attempt number in the
+``video2mp3-attempt`` header, to a delay queue ``<queue>.retry.<N>ms``: a quorum
+queue whose messages expire after N ms and are dead-lettered back to ``<queue>``
+(at least once), and only then acked. The delays come from the queue's
+``RetryLadder``; its last attempt dead-letters the message into ``<queue>.dead``.
+The header, not ``x-delivery-count``, counts attempts: RabbitMQ 4 no longer raises
+that on a requeue, and a republished message starts it afresh anyway.
 """
 
 from __future__ import annotations
@@ -23,7 +32,7 @@ import enum
 import functools
 import json
 import logging
-import signal
+import re
 import threading
 import time
 import uuid
@@ -38,14 +47,23 @@ from pika.adapters.blocking_connection import BlockingChannel
 
 from common import metrics
 from common.config import RabbitConfig, redact_url
-from common.errors import PermanentError, TransientError
+from common.errors import PermanentError, RetryLater, TransientError
 from common.logs import log_context
-from common.retry import backoff_delay
+from common.retry import RetryLadder, backoff_delay
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024
 QUEUE_DEPTH_INTERVAL = 5.0  # seconds between a consumer's looks at its queue's depth
+# The header that carries a message's attempt number (absent: the first attempt).
+ATTEMPT_HEADER = "video2mp3-attempt"
+# A handler's unexpected exception (a bug, not an outage) is retried only this often:
+# the ladder's day of retries is for dependencies coming back, not for code to change.
+UNEXPECTED_ERROR_ATTEMPTS = 5
+# How long a failed message waits in the worker when its retry cannot be published
+# (the broker is failing too); it is then requeued the old way.
+REPUBLISH_FALLBACK_SECONDS = 5.0
+_RETRY_QUEUE = re.compile(r"^(?P<target>.+)\.retry\.(?P<ms>[0-9]+)ms$")
 # pika raises these (and OSError from the socket) when the broker or the path
 # to it fails; everything else escaping pika is a programming error.
 BROKER_ERRORS = (pika.exceptions.AMQPError, OSError)
@@ -54,6 +72,39 @@ BROKER_ERRORS = (pika.exceptions.AMQPError, OSError)
 def dead_letter_queue(queue: str) -> str:
     """Return the name of the queue that holds ``queue``'s dead letters."""
     return f"{queue}.dead"
+
+
+def retry_queue(queue: str, delay: float) -> str:
+    """Return the name of the queue where ``queue``'s messages wait ``delay`` seconds."""
+    return f"{queue}.retry.{max(1, round(delay * 1000))}ms"
+
+
+def queue_family(queue: str, ladder: RetryLadder | None = None) -> list[str]:
+    """Return ``queue``, its dead-letter queue and the delay queues of ``ladder``."""
+    delays = sorted(set(ladder.delays)) if ladder else []
+    return [queue, dead_letter_queue(queue), *(retry_queue(queue, delay) for delay in delays)]
+
+
+def declare(channel: BlockingChannel, queue: str, *, delivery_limit: int) -> None:
+    """Declare a work queue (with its dead-letter queue) or, by its name, a delay queue."""
+    match = _RETRY_QUEUE.match(queue)
+    if match is None:
+        declare_queue(channel, queue, delivery_limit=delivery_limit)
+        return
+    channel.queue_declare(
+        queue,
+        durable=True,
+        arguments={
+            "x-queue-type": "quorum",
+            "x-message-ttl": int(match["ms"]),
+            "x-dead-letter-exchange": "",
+            "x-dead-letter-routing-key": match["target"],
+            # At-least-once dead-lettering (RabbitMQ 3.10+) keeps the message until the
+            # work queue confirms it; it requires reject-publish overflow.
+            "x-dead-letter-strategy": "at-least-once",
+            "x-overflow": "reject-publish",
+        },
+    )
 
 
 def declare_queue(channel: BlockingChannel, queue: str, *, delivery_limit: int) -> None:
@@ -120,6 +171,14 @@ class Publisher:
             timestamp=int(time.time()),
             app_id=self._name,
         )
+        self.publish_raw(queue, body, properties)
+
+    def publish_raw(self, queue: str, body: bytes, properties: pika.BasicProperties) -> None:
+        """Publish ``body`` with ``properties`` as they are and wait for the confirm.
+
+        Raises:
+            TransientError: the broker did not confirm after the bounded retries.
+        """
         last_error: Exception | None = None
         for attempt in range(1, self._attempts + 1):
             try:
@@ -167,7 +226,7 @@ class Publisher:
         channel = self._channel()
         declared = self._local.declared
         if queue not in declared:
-            declare_queue(channel, queue, delivery_limit=self._config.delivery_limit)
+            declare(channel, queue, delivery_limit=self._config.delivery_limit)
             declared.add(queue)
         return channel
 
@@ -205,11 +264,6 @@ class Delivery:
     max_attempts: int
     message_id: str | None
 
-    @property
-    def is_last_attempt(self) -> bool:
-        """Tell whether a transient failure now dead-letters the message."""
-        return self.attempt >= self.max_attempts
-
 
 Handler = Callable[[dict[str, Any], Delivery], None]
 GiveUpHook = Callable[[dict[str, Any] | None, Exception], None]
@@ -217,6 +271,7 @@ GiveUpHook = Callable[[dict[str, Any] | None, Exception], None]
 
 class _Outcome(enum.Enum):
     ACK = "ack"
+    RETRY = "retry"  # published again to a delay queue, then acked
     REQUEUE = "requeue"
     DEAD_LETTER = "dead-letter"
 
@@ -239,7 +294,7 @@ def decode_message(body: bytes, *, max_bytes: int) -> dict[str, Any]:
 
 
 class Consumer:
-    """Consume one queue: prefetch, manual acks, bounded retries, reconnects, clean stop."""
+    """Consume one queue: prefetch, manual acks, retries in the broker, reconnects, clean stop."""
 
     def __init__(
         self,
@@ -247,11 +302,9 @@ class Consumer:
         queue: str,
         handler: Handler,
         *,
+        retry: RetryLadder,
         name: str = "consumer",
         prefetch: int = 1,
-        max_attempts: int = 5,
-        retry_base: float = 1.0,
-        retry_cap: float = 30.0,
         reconnect_base: float = 0.5,
         reconnect_cap: float = 30.0,
         drain_timeout: float = 30.0,
@@ -264,9 +317,9 @@ class Consumer:
         self._handler = handler
         self._name = name
         self._prefetch = prefetch
-        self._max_attempts = max_attempts
-        self._retry_base = retry_base
-        self._retry_cap = retry_cap
+        self._retry = retry
+        # Retries go out on the worker threads' own connections, with confirms.
+        self._republisher = Publisher(config, name=f"{name}-retry")
         self._reconnect_base = reconnect_base
         self._reconnect_cap = reconnect_cap
         self._drain_timeout = drain_timeout
@@ -286,16 +339,6 @@ class Consumer:
     def stop(self) -> None:
         """Ask the consumer to finish the message in hand and return from ``run``."""
         self._stop.set()
-
-    def install_signal_handlers(self) -> None:
-        """Stop cleanly on SIGTERM and SIGINT; call from the main thread."""
-
-        def handle(signum: int, _frame: object) -> None:
-            log.info("received %s, stopping after the message in hand", signal.Signals(signum).name)
-            self.stop()
-
-        signal.signal(signal.SIGTERM, handle)
-        signal.signal(signal.SIGINT, handle)
 
     @property
     def is_connected(self) -> bool:
@@ -326,6 +369,7 @@ class Consumer:
                 finally:
                     self.consuming.clear()
                     self._close_connection()
+        self._republisher.close()
         log.info("consumer for %s stopped", self.queue)
 
     # -- I/O thread -----------------------------------------------------------
@@ -340,7 +384,9 @@ class Consumer:
             self._generation += 1
             self._in_flight.clear()
         channel = connection.channel()
-        declare_queue(channel, self.queue, delivery_limit=self._config.delivery_limit)
+        for queue in queue_family(self.queue, self._retry):
+            if queue != dead_letter_queue(self.queue):
+                declare(channel, queue, delivery_limit=self._config.delivery_limit)
         channel.basic_qos(prefetch_count=self._prefetch)
         consumer_tag = channel.basic_consume(
             self.queue, functools.partial(self._on_message, pool, connection, self._generation)
@@ -356,10 +402,13 @@ class Consumer:
         while not self._stop.is_set():
             connection.process_data_events(time_limit=0.5)
             if time.monotonic() >= next_depth_check:
-                # Queue depth for dashboards and autoscaling views, from the consumer's
-                # own channel: no extra connection, at most once per interval.
+                # Queue depths for dashboards, autoscaling and the dead-letter alert,
+                # from the consumer's own channel: no extra connection, once per interval.
                 depth = channel.queue_declare(self.queue, passive=True).method.message_count
                 metrics.QUEUE_READY.labels(self.queue).set(depth)
+                dead = dead_letter_queue(self.queue)
+                dead_depth = channel.queue_declare(dead, passive=True).method.message_count
+                metrics.DEAD_LETTERS.labels(dead).set(dead_depth)
                 next_depth_check = time.monotonic() + QUEUE_DEPTH_INTERVAL
         # Stop taking new messages, then let the ones in hand finish and settle.
         channel.basic_cancel(consumer_tag)
@@ -379,11 +428,10 @@ class Consumer:
         properties: pika.BasicProperties,
         body: bytes,
     ) -> None:
-        headers = properties.headers or {}
         delivery = Delivery(
             queue=self.queue,
-            attempt=int(headers.get("x-delivery-count", 0)) + 1,
-            max_attempts=self._max_attempts,
+            attempt=attempt_of(properties),
+            max_attempts=self._retry.attempts,
             message_id=properties.message_id,
         )
         token = (generation, method.delivery_tag)
@@ -391,7 +439,7 @@ class Consumer:
             self._in_flight.add(token)
         # After a lost connection, the redelivery of a message still in hand
         # waits here behind it, so one message is never handled twice at once.
-        pool.submit(self._work, connection, channel, token, body, delivery)
+        pool.submit(self._work, connection, channel, token, body, properties, delivery)
 
     def _settle(self, channel: BlockingChannel, token: tuple[int, int], outcome: _Outcome) -> None:
         _, delivery_tag = token
@@ -401,7 +449,7 @@ class Consumer:
                     "channel closed before %s of a delivery; the broker will redeliver it",
                     outcome.value,
                 )
-            elif outcome is _Outcome.ACK:
+            elif outcome in (_Outcome.ACK, _Outcome.RETRY):
                 channel.basic_ack(delivery_tag)
             else:
                 channel.basic_nack(delivery_tag, requeue=outcome is _Outcome.REQUEUE)
@@ -430,9 +478,10 @@ class Consumer:
         channel: BlockingChannel,
         token: tuple[int, int],
         body: bytes,
+        properties: pika.BasicProperties,
         delivery: Delivery,
     ) -> None:
-        outcome = self._handle(body, delivery)
+        outcome = self._handle(body, properties, delivery)
         metrics.MESSAGES_HANDLED.labels(self.queue, outcome.value).inc()
         try:
             connection.add_callback_threadsafe(
@@ -445,7 +494,9 @@ class Consumer:
             )
             self._forget(token)
 
-    def _handle(self, body: bytes, delivery: Delivery) -> _Outcome:
+    def _handle(
+        self, body: bytes, properties: pika.BasicProperties, delivery: Delivery
+    ) -> _Outcome:
         message: dict[str, Any] | None = None
         try:
             message = decode_message(body, max_bytes=self._max_message_bytes)
@@ -457,29 +508,77 @@ class Consumer:
             log.warning("dead-lettering message from %s: %s", self.queue, exc)
             self._give_up(message, exc)
             return _Outcome.DEAD_LETTER
+        except RetryLater as exc:
+            if self._stop.is_set():
+                return _Outcome.REQUEUE
+            # Not a failure: the same attempt again, after a step of the ladder.
+            delay = self._retry.step_at_least(exc.delay)
+            log.info("deferring a message from %s for %.1fs: %s", self.queue, delay, exc)
+            return self._retry_later(body, properties, delivery.attempt, delay)
         except Exception as exc:  # the loop's edge: a handler bug must not kill the consumer
             if self._stop.is_set():
                 # Cut short by a stop, not failed: another consumer takes it over.
                 log.info("requeueing a message from %s on stop: %r", self.queue, exc)
                 return _Outcome.REQUEUE
-            if delivery.is_last_attempt:
-                log.exception(
-                    "giving up on message from %s after %d attempts", self.queue, delivery.attempt
+            expected = isinstance(exc, TransientError)
+            limit = (
+                delivery.max_attempts
+                if expected
+                else min(delivery.max_attempts, UNEXPECTED_ERROR_ATTEMPTS)
+            )
+            if delivery.attempt >= limit:
+                log.error(
+                    "giving up on message from %s after %d attempts: %r",
+                    self.queue,
+                    delivery.attempt,
+                    exc,
+                    exc_info=not expected,
                 )
                 self._give_up(message, exc)
                 return _Outcome.DEAD_LETTER
-            delay = backoff_delay(delivery.attempt, base=self._retry_base, cap=self._retry_cap)
+            delay = self._retry.delay_after(delivery.attempt)
             log.warning(
                 "attempt %d/%d on a message from %s failed (%r); retrying in %.1fs",
                 delivery.attempt,
-                self._max_attempts,
+                limit,
                 self.queue,
                 exc,
                 delay,
-                exc_info=not isinstance(exc, TransientError),
+                exc_info=not expected,
             )
-            self._stop.wait(delay)
+            return self._retry_later(body, properties, delivery.attempt + 1, delay)
+
+    def _retry_later(
+        self, body: bytes, properties: pika.BasicProperties, attempt: int, delay: float
+    ) -> _Outcome:
+        """Publish the message to the delay queue for ``delay`` as ``attempt``; the caller
+        acks the original once the broker confirmed the copy."""
+        headers = {
+            key: value
+            for key, value in (properties.headers or {}).items()
+            if not key.startswith("x-")  # the broker's own (x-death, x-delivery-count)
+        }
+        headers[ATTEMPT_HEADER] = attempt
+        again = pika.BasicProperties(
+            content_type=properties.content_type,
+            delivery_mode=pika.DeliveryMode.Persistent,
+            message_id=properties.message_id,
+            timestamp=properties.timestamp,
+            app_id=properties.app_id,
+            headers=headers,
+        )
+        try:
+            self._republisher.publish_raw(retry_queue(self.queue, delay), body, again)
+        except TransientError as exc:
+            log.warning(
+                "could not schedule the retry of a message from %s (%s); requeueing it in %.0fs",
+                self.queue,
+                exc,
+                REPUBLISH_FALLBACK_SECONDS,
+            )
+            self._stop.wait(REPUBLISH_FALLBACK_SECONDS)
             return _Outcome.REQUEUE
+        return _Outcome.RETRY
 
     def _give_up(self, message: dict[str, Any] | None, error: Exception) -> None:
         if self._on_give_up is None:
@@ -490,13 +589,26 @@ class Consumer:
             log.exception("give-up hook failed for a message from %s", self.queue)
 
 
-def purge_queues(config: RabbitConfig, queues: Iterable[str]) -> None:
-    """Delete the named queues and their dead-letter queues, for tests and teardown."""
+def attempt_of(properties: pika.BasicProperties) -> int:
+    """Return which attempt at its message a delivery is (1 for the first)."""
+    value = (properties.headers or {}).get(ATTEMPT_HEADER, 1)
+    return value if isinstance(value, int) and value >= 1 else 1
+
+
+def purge_queues(
+    config: RabbitConfig, queues: Iterable[str], *, ladders: Iterable[RetryLadder] = ()
+) -> None:
+    """Delete the named queues, their dead-letter queues and the delay queues of ``ladders``,
+    for tests and teardown."""
+    ladders = list(ladders)
     connection = pika.BlockingConnection(connection_parameters(config, "purge"))
     try:
         channel = connection.channel()
         for queue in queues:
-            channel.queue_delete(queue)
-            channel.queue_delete(dead_letter_queue(queue))
+            names = set(queue_family(queue))
+            for ladder in ladders:
+                names.update(queue_family(queue, ladder))
+            for name in sorted(names):
+                channel.queue_delete(name)
     finally:
         connection.close()

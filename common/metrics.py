@@ -83,6 +83,12 @@ QUEUE_READY = Gauge(
     ["queue"],
     multiprocess_mode="liveall",
 )
+DEAD_LETTERS = Gauge(
+    "video2mp3_dead_letters",
+    "Messages waiting in a dead-letter queue",
+    ["queue"],
+    multiprocess_mode="liveall",
+)
 EMAILS = Counter(
     "video2mp3_emails_total",
     "Emails by outcome: sent, refused (permanently, by the mail server) or failed (will retry).",
@@ -108,4 +114,9 @@ WEBHOOKS = Counter(
     "video2mp3_webhooks_total",
     "Webhook calls by outcome: delivered, refused (for good) or failed (will retry).",
     ["outcome"],
+)
+ORPHANS_REMOVED = Counter(
+    "video2mp3_orphaned_files_removed_total",
+    "Stored files no job referred to that housekeeping deleted, by kind (mp3).",
+    ["kind"],
 )

@@ -267,6 +267,7 @@ class Bucket:
         self.files = client[database]["fs.files"]
         self.chunks = client[database]["fs.chunks"]
         self._indexed = False
+        self._dated = False  # the index ``stored_before`` reads by
 
     def open_upload(
         self, filename: str, metadata: Mapping[str, Any], *, abort_patience: float = 0.0
@@ -279,6 +280,8 @@ class Bucket:
                 self.chunks.create_index([("files_id", 1), ("n", 1)], unique=True)
                 # What a user stores (quotas), summed from the index alone.
                 self.files.create_index([("metadata.owner", 1), ("length", 1)])
+                # A redelivered conversion looks for the MP3 it stored before by its job.
+                self.files.create_index("metadata.job_id", sparse=True)
             self._indexed = True
         return Upload(self, filename, metadata, CHUNK_SIZE, abort_patience=abort_patience)
 
@@ -360,6 +363,39 @@ class Bucket:
         """Return the files document matching ``query`` (e.g. on metadata), or None."""
         with translate_errors("looking up a file"):
             return self.files.find_one(dict(query))
+
+    def stored_before(
+        self,
+        moment: datetime,
+        *,
+        after: tuple[datetime, ObjectId] | None = None,
+        limit: int = 100,
+    ) -> list[dict[str, Any]]:
+        """Return up to ``limit`` files stored before ``moment``, oldest first.
+
+        Each is its ``_id``, ``uploadDate`` and ``metadata.job_id``. ``after`` is the
+        (``uploadDate``, ``_id``) of the last file a previous call returned: the listing
+        goes on from there, so a sweep is not held at files it keeps.
+
+        Raises:
+            TransientError: MongoDB failed.
+        """
+        query: dict[str, Any] = {"uploadDate": {"$lt": moment}}
+        if after is not None:
+            # (uploadDate, _id) > after; several files can share a millisecond.
+            query["uploadDate"]["$gte"] = after[0]
+            query["$or"] = [{"uploadDate": {"$gt": after[0]}}, {"_id": {"$gt": after[1]}}]
+        with translate_errors("listing stored files"):
+            if not self._dated:
+                # Without it, each listing would scan and sort the whole bucket.
+                self.files.create_index([("uploadDate", 1), ("_id", 1)])
+                self._dated = True
+            cursor = (
+                self.files.find(query, {"uploadDate": 1, "metadata.job_id": 1})
+                .sort([("uploadDate", 1), ("_id", 1)])
+                .limit(limit)
+            )
+            return list(cursor)
 
     def delete(self, file_id: object) -> bool:
         """Delete a file; return False if it did not exist."""

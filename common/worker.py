@@ -11,9 +11,10 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from common import metrics
@@ -67,22 +68,24 @@ class StallWatch:
 
 
 class HealthServer:
-    """Serve ``/health``, ``/ready`` and ``/metrics`` for one consumer on a background thread.
+    """Serve ``/health``, ``/ready`` and ``/metrics`` for a worker's consumers on a thread.
 
     ``/health`` fails (503) while ``stall`` reports a problem, so the
-    orchestrator restarts a worker whose work is wedged.
+    orchestrator restarts a worker whose work is wedged; ``/ready`` fails while
+    any consumer lacks its broker connection.
     """
 
     def __init__(
-        self, consumer: Consumer, *, host: str, port: int, stall: StallWatch | None = None
+        self,
+        consumers: Sequence[Consumer],
+        *,
+        host: str,
+        port: int,
+        stall: StallWatch | None = None,
     ) -> None:
         routes = {
             "/health": lambda: _health(stall),
-            "/ready": lambda: (
-                _json(200, {"status": "ready", "queue": consumer.queue})
-                if consumer.is_connected
-                else _json(503, {"status": "unavailable", "queue": consumer.queue})
-            ),
+            "/ready": lambda: _ready(consumers),
             "/metrics": _metrics,
         }
 
@@ -128,6 +131,13 @@ def _health(stall: StallWatch | None) -> tuple[int, str, bytes]:
     return _json(503, {"status": "stalled", "message": problem})
 
 
+def _ready(consumers: Sequence[Consumer]) -> tuple[int, str, bytes]:
+    queues = [consumer.queue for consumer in consumers]
+    if all(consumer.is_connected for consumer in consumers):
+        return _json(200, {"status": "ready", "queues": queues})
+    return _json(503, {"status": "unavailable", "queues": queues})
+
+
 def _metrics() -> tuple[int, str, bytes]:
     body, content_type = metrics.exposition()
     return 200, content_type, body
@@ -138,14 +148,32 @@ def _json(status: int, body: dict[str, object]) -> tuple[int, str, bytes]:
 
 
 def run_worker(
-    consumer: Consumer, *, health_host: str, health_port: int, stall: StallWatch | None = None
+    consumers: Sequence[Consumer],
+    *,
+    health_host: str,
+    health_port: int,
+    stall: StallWatch | None = None,
 ) -> None:
-    """Run ``consumer`` in the foreground until SIGTERM/SIGINT, with its health server."""
-    health = HealthServer(consumer, host=health_host, port=health_port, stall=stall)
+    """Run ``consumers`` until SIGTERM/SIGINT, each on its own thread, with a health server."""
+    health = HealthServer(consumers, host=health_host, port=health_port, stall=stall)
     health.start()
-    consumer.install_signal_handlers()
+
+    def stop(signum: int, _frame: object) -> None:
+        log.info("received %s, stopping after the messages in hand", signal.Signals(signum).name)
+        for consumer in consumers:
+            consumer.stop()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
     log.info("health endpoint on %s:%d", health_host, health.port)
+    threads = [
+        threading.Thread(target=consumer.run, name=f"consume-{consumer.queue}")
+        for consumer in consumers
+    ]
     try:
-        consumer.run()
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
     finally:
         health.stop()

@@ -41,7 +41,7 @@ def main() -> None:
         config.video_queue,
         converter.handle,
         name="converter",
-        max_attempts=config.max_attempts,
+        retry=config.retry,
         on_give_up=converter.give_up,
         stop_event=stopping,
     )
@@ -54,7 +54,7 @@ def main() -> None:
         stale_after=timedelta(seconds=config.stale_after),
         abandoned_after=timedelta(seconds=config.abandoned_after),
         retention=timedelta(days=config.retention_days) if config.retention_days else None,
-        max_attempts=config.max_attempts,
+        max_attempts=config.retry.attempts,
     )
     threading.Thread(
         target=janitor.run_forever,
@@ -65,7 +65,7 @@ def main() -> None:
     ).start()
     try:
         run_worker(
-            consumer,
+            [consumer],
             health_host=config.health_host,
             health_port=config.health_port,
             stall=stall,

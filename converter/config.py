@@ -14,12 +14,17 @@ from common.config import (
     pipeline_settings,
     worker_settings,
 )
+from common.retry import RetryLadder
 from converter.transcode import MAX_MEDIA_SECONDS
 
 # ffmpeg reports progress every 0.5 s while it works; five minutes without any
 # is 600 missed reports, longer than reading a whole 2 GiB upload from a slow
 # disk before the first audio (a badly interleaved file), so it means wedged.
 CONVERT_STALL_SECONDS = 300.0
+# A conversion that failed for a passing reason (MongoDB or the broker away, a
+# failover) is tried again after 5 s, 15 s, 30 s, 1 min, 2 min, then every 5 min,
+# for at least an hour: 18 attempts. The waits are in the broker, not the worker.
+CONVERT_RETRY = RetryLadder(delays=(5, 15, 30, 60, 120, 300), horizon=3600)
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,7 +38,7 @@ class Config:
     workdir: str = field(default_factory=tempfile.gettempdir)
     health_host: str = "127.0.0.1"
     health_port: int = 9101
-    max_attempts: int = 5
+    retry: RetryLadder = CONVERT_RETRY
     startup_timeout: float = 60.0
     stale_after: float = 1800.0
     abandoned_after: float = 600.0
@@ -58,7 +63,7 @@ class Config:
             video_queue=env.str("VIDEO_QUEUE", "video"),
             mp3_queue=env.str("MP3_QUEUE", "mp3"),
             workdir=env.str("CONVERTER_WORKDIR", tempfile.gettempdir()),
-            max_attempts=env.int("CONVERT_MAX_ATTEMPTS", 5, minimum=1, maximum=100),
+            retry=RetryLadder.from_env(env, "CONVERT", CONVERT_RETRY),
             startup_timeout=env.float("STARTUP_TIMEOUT", 60.0, minimum=0.0),
             # No progress for this long means the job's worker is gone.
             stale_after=env.float("STALE_JOB_SECONDS", 1800.0, minimum=10.0),

@@ -8,6 +8,11 @@ creation belongs to an upload the gateway refused (or died during) and could
 not clean up: it is deleted with its video. Finished jobs older than the
 retention period are deleted with their video and MP3. Each step claims its
 job atomically, so several janitors never do the same work twice.
+
+Last, MP3s no job refers to are deleted: what a converter left behind when it
+died between storing an MP3 and recording it, or before dropping the MP3 of a
+delivery that lost the race to finish. See ``Janitor._sweep_orphans`` for why
+this can never take an MP3 a job still needs.
 """
 
 from __future__ import annotations
@@ -15,7 +20,9 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
+
+from bson import ObjectId
 
 from common import metrics
 from common.errors import TransientError
@@ -37,10 +44,11 @@ class Report:
     failed: int = 0
     abandoned: int = 0
     expired: int = 0
+    orphans: int = 0
 
 
 class Janitor:
-    """Requeue stalled jobs, delete abandoned uploads and expired jobs."""
+    """Requeue stalled jobs, delete abandoned uploads, expired jobs and orphaned MP3s."""
 
     def __init__(
         self,
@@ -54,6 +62,7 @@ class Janitor:
         abandoned_after: timedelta,
         retention: timedelta | None,
         max_attempts: int,
+        orphan_batch: int = 100,
     ) -> None:
         self._storage = storage
         self._jobs = jobs
@@ -64,9 +73,12 @@ class Janitor:
         self._abandoned_after = abandoned_after
         self._retention = retention
         self._max_attempts = max_attempts
+        self._orphan_batch = orphan_batch
+        # Where the orphan sweep goes on next round: (uploadDate, _id) of the last MP3 looked at.
+        self._orphan_position: tuple[datetime, ObjectId] | None = None
 
     def run_once(self) -> Report:
-        """Do one round: every stalled job, then a batch each of abandoned and expired ones.
+        """Do one round: every stalled job, then a batch each of abandoned, expired and orphaned.
 
         Raises:
             TransientError: MongoDB or the broker is down; the next round tries again.
@@ -98,6 +110,7 @@ class Janitor:
             for job in self._jobs.finished_before(utcnow() - self._retention):
                 self._expire(job)
                 report.expired += 1
+        report.orphans = self._sweep_orphans()
         return report
 
     def _remove_abandoned(self, job: dict) -> bool:
@@ -115,6 +128,48 @@ class Janitor:
         self._jobs.delete(job["_id"])
         log.info("deleted job %s and its files (past retention)", job["_id"])
 
+    def _sweep_orphans(self) -> int:
+        """Delete the MP3s of the next batch that no job refers to; return how many.
+
+        An MP3 is kept while its job (``metadata.job_id``) is unfinished, whatever else
+        is true: a converter may have stored it moments ago and be about to record it
+        (``finish``), or a redelivery may be about to reuse it (``_stored_mp3`` finds it
+        by that job id) however long the message waits in the queue. Only ``finish``
+        points a job at an MP3, only while the job is processing, and a finished or
+        deleted job never becomes unfinished again. So the job check comes first and
+        the reference check after it: a job found finished has its ``mp3_fid`` fixed
+        by then, and the MP3 is kept if that (or any job) names it. Checked the other
+        way round, a job finishing in between would lose its new MP3.
+
+        The grace period is ``stale_after``, after which the system takes a silent
+        worker for dead anyway. The converter records an MP3 one round trip after
+        storing it (``uploadDate`` is set when the file completes), so the grace
+        exceeds that by far and also absorbs clock skew between hosts; it is what
+        keeps an MP3 without a job id in its metadata safe while it is young.
+        """
+        files = self._storage.mp3s.stored_before(
+            utcnow() - self._stale_after, after=self._orphan_position, limit=self._orphan_batch
+        )
+        if not files:
+            self._orphan_position = None
+            return 0
+        job_of = {file["_id"]: _job_id_of(file) for file in files}
+        unfinished = self._jobs.unfinished_among(filter(None, job_of.values()))
+        referenced = self._jobs.referenced_mp3s(job_of)
+        removed = 0
+        for mp3_fid, job_id in job_of.items():
+            if mp3_fid in referenced or job_id in unfinished:
+                continue
+            if self._storage.mp3s.delete(mp3_fid):
+                log.warning("deleted MP3 %s of job %s: no job refers to it", mp3_fid, job_id)
+                metrics.ORPHANS_REMOVED.labels("mp3").inc()
+                removed += 1
+        # Next round goes on past this batch (a round cut short by an outage looks at it
+        # again); after a short batch, which reached the young end, it starts over.
+        full = len(files) == self._orphan_batch
+        self._orphan_position = (files[-1]["uploadDate"], files[-1]["_id"]) if full else None
+        return removed
+
     def run_forever(self, stop: threading.Event, *, interval: float) -> None:
         """Run a round every ``interval`` seconds until ``stop`` is set."""
         while not stop.wait(interval):
@@ -126,5 +181,11 @@ class Janitor:
             except Exception:  # the loop's edge: housekeeping must not die with one bad job
                 log.exception("housekeeping round failed")
                 continue
-            if report.requeued or report.failed or report.expired:
+            if report.requeued or report.failed or report.expired or report.orphans:
                 log.info("housekeeping: %s", report)
+
+
+def _job_id_of(file: dict) -> str | None:
+    """Return the job id a stored file's metadata names, or None."""
+    job_id = (file.get("metadata") or {}).get("job_id")
+    return job_id if isinstance(job_id, str) else None

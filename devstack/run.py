@@ -5,6 +5,8 @@ below, so the same command runs against other servers. What is left at its
 default is provided here: MariaDB and RabbitMQ are started if they are down, a
 mongod (a single-node replica set) keeps its data under the run folder, an SMTP sink
 writes each mail there as a ``.eml`` file, and a token-signing key is generated once.
+Once the four services are up, a service that dies is restarted with back-off
+(``devstack.supervisor``) until Ctrl-C or SIGTERM stops everything.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from urllib.parse import urlsplit
 from devstack import servers
 from devstack.mailsink import MailSink
 from devstack.stack import Stack, StackError
+from devstack.supervisor import Supervisor
 
 log = logging.getLogger("devstack")
 
@@ -52,6 +55,7 @@ def resolve_env(environ: Mapping[str, str], run_dir: Path) -> dict[str, str]:
         "RABBITMQ_URL": "amqp://guest:guest@127.0.0.1:5672/%2F",
         "VIDEO_QUEUE": "video",
         "MP3_QUEUE": "mp3",
+        "WEBHOOK_QUEUE": "webhook",
         "AUTH_SVC_ADDRESS": f"127.0.0.1:{ports['AUTH_PORT']}",
         "MAX_CONTENT_LENGTH": "2GiB",
         "SMTP_HOST": "127.0.0.1",
@@ -194,12 +198,12 @@ Try it:
   curl "{gateway}/download?fid=$FID" -H "Authorization: Bearer $JWT" -O -J
 
 More users: make user EMAIL=you@example.com PASSWORD=... [ADMIN=1]
-Ctrl-C stops everything.
+A service that dies is restarted (1 s back-off, doubling to 30 s). Ctrl-C stops everything.
 """
 
 
 def up(run_dir: Path) -> int:
-    """Start everything, print the walk-through and wait for Ctrl-C."""
+    """Start everything, print the walk-through, restart what dies until Ctrl-C."""
     environ = dict(os.environ)
     env = resolve_env(environ, run_dir)
     (run_dir / "logs").mkdir(parents=True, exist_ok=True)
@@ -213,6 +217,7 @@ def up(run_dir: Path) -> int:
         "gateway": {"PROMETHEUS_MULTIPROC_DIR": str(run_dir / "metrics" / "gateway")},
     }
     stack = Stack(env, run_dir / "logs", overrides=overrides)
+    supervisor: Supervisor | None = None
     stopping = False
 
     def stop(_signum: int, _frame: object) -> None:
@@ -226,12 +231,10 @@ def up(run_dir: Path) -> int:
         prepare_auth(env, run_dir)
         email, password = demo_user(env, run_dir)
         stack.start()
+        supervisor = Supervisor(stack)
         print(walkthrough(env, email, password, run_dir), flush=True)  # noqa: T201 - a CLI
-        while not stopping:
-            dead = stack.dead()
-            if dead:
-                log.error("%s exited; see %s", ", ".join(dead), stack.log_path(dead[0]))
-                return 1
+        while not stopping:  # a back-off is a deadline checked here, so Ctrl-C never waits
+            supervisor.check()
             time.sleep(0.5)
         return 0
     except StackError as exc:
@@ -241,6 +244,8 @@ def up(run_dir: Path) -> int:
         log.info("stopping")
         stack.stop()
         local.stop()
+        if supervisor is not None:
+            supervisor.log_summary()
 
 
 def user(run_dir: Path, email: str, admin: bool) -> int:

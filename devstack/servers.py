@@ -162,6 +162,9 @@ class MongoServer:
     A replica set rather than a standalone server because production runs one
     (transactions, change streams and retryable writes need it). The data lives
     in ``data_dir``, or in a temporary folder removed by ``stop`` when none is given.
+    With ``auth`` it is instead a standalone server that requires logins (a replica
+    set with access control needs a key file); its first user can be created from
+    this machine without one (MongoDB's localhost exception).
     """
 
     REPLICA_SET = "rs0"
@@ -172,8 +175,11 @@ class MongoServer:
         port: int | None = None,
         log_path: Path | None = None,
         cache_gb: float = 0.25,
+        *,
+        auth: bool = False,
     ) -> None:
         self.host = "127.0.0.1"
+        self.auth = auth
         self.port = port or free_port()
         self._owns_data_dir = data_dir is None
         self.data_dir = data_dir or Path(tempfile.mkdtemp(prefix="v2m-mongod-"))
@@ -184,6 +190,8 @@ class MongoServer:
     @property
     def uri(self) -> str:
         """Return the URI clients connect with (they discover the set from it)."""
+        if self.auth:
+            return f"mongodb://{self.host}:{self.port}/"
         return f"mongodb://{self.host}:{self.port}/?replicaSet={self.REPLICA_SET}"
 
     @property
@@ -207,8 +215,7 @@ class MongoServer:
             str(self.port),
             "--dbpath",
             str(self.data_dir),
-            "--replSet",
-            self.REPLICA_SET,
+            *(["--auth"] if self.auth else ["--replSet", self.REPLICA_SET]),
             "--wiredTigerCacheSizeGB",
             str(self.cache_gb),
             "--oplogSize",
@@ -230,6 +237,8 @@ class MongoServer:
             raise ServerUnavailable(
                 f"mongod did not open port {self.port} in {timeout:.0f}s; see {self.log_path}"
             )
+        if self.auth:
+            return
         try:
             self._become_primary(deadline)
         except ServerUnavailable:

@@ -4,6 +4,7 @@
 through its real entry point (gunicorn for the HTTP services, ``python -m``
 for the workers) with its configuration in the environment, is waited for
 on its health endpoint, and is stopped with SIGTERM (SIGKILL if it hangs).
+Under ``make run``, ``devstack.supervisor`` also restarts a service that dies.
 """
 
 from __future__ import annotations
@@ -21,9 +22,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from common.config import Env, RabbitConfig
+from common.messaging import purge_queues
+from common.retry import RetryLadder
+from converter.config import CONVERT_RETRY
+from notification.config import NOTIFY_RETRY
+
 log = logging.getLogger(__name__)
 
 SERVICES = ("auth", "gateway", "converter", "notification")
+# The work queues, by the variable that names each, and their default names.
+QUEUES = (("VIDEO_QUEUE", "video"), ("MP3_QUEUE", "mp3"), ("WEBHOOK_QUEUE", "webhook"))
 
 
 class StackError(RuntimeError):
@@ -106,11 +115,12 @@ class Stack:
         """
         self.log_dir.mkdir(parents=True, exist_ok=True)
         for name in names:
-            self._spawn(name)
+            self.spawn(name)
         for name in names:
             self.wait_healthy(name, timeout)
 
-    def _spawn(self, name: str) -> None:
+    def spawn(self, name: str) -> None:
+        """Start one service without waiting for it; its output is appended to its log."""
         spec = self.specs[name]
         with (self.log_dir / f"{name}.log").open("ab") as log_file:
             self.processes[name] = subprocess.Popen(
@@ -148,6 +158,21 @@ class Stack:
         """Return the services that have exited."""
         return [name for name, p in self.processes.items() if p.poll() is not None]
 
+    def reap(self) -> dict[str, int]:
+        """Forget the services that have exited and return their exit codes.
+
+        What is left of each one's process group (a gunicorn's workers) is SIGKILLed,
+        as the end of a container's main process takes the rest of it along.
+        """
+        exited = {}
+        for name, process in list(self.processes.items()):
+            if process.poll() is not None:
+                del self.processes[name]
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
+                exited[name] = process.returncode
+        return exited
+
     def kill(self, name: str) -> None:
         """SIGKILL a service (its whole process group), as a crash would."""
         process = self.processes.pop(name)
@@ -159,7 +184,7 @@ class Stack:
         """Start a stopped or killed service again and wait until it is healthy."""
         if name in self.processes:
             self.stop((name,))
-        self._spawn(name)
+        self.spawn(name)
         self.wait_healthy(name, timeout)
 
     def stop(self, names: tuple[str, ...] | None = None, timeout: float = 20.0) -> None:
@@ -178,3 +203,17 @@ class Stack:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
+
+
+def delete_queues(rabbit: RabbitConfig, env: Mapping[str, str]) -> None:
+    """Delete every queue a system started with ``env`` declared: work, dead-letter and
+    delay queues, the last of whichever retry ladders ``env`` gives the workers."""
+    settings = Env(env)
+    purge_queues(
+        rabbit,
+        [settings.str(name, default) for name, default in QUEUES],
+        ladders=[
+            RetryLadder.from_env(settings, "CONVERT", CONVERT_RETRY),
+            RetryLadder.from_env(settings, "NOTIFY", NOTIFY_RETRY),
+        ],
+    )

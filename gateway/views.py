@@ -30,7 +30,7 @@ from common.retry import retry_transient
 from common.storage import FileNotFound
 from common.tokens import Claims
 from common.web import ApiError
-from gateway import quotas
+from gateway import admin, quotas
 from gateway.identity import current_user
 from gateway.services import services
 from gateway.uploads import receive_upload
@@ -38,6 +38,7 @@ from gateway.uploads import receive_upload
 log = logging.getLogger(__name__)
 
 bp = Blueprint("gateway", __name__)
+bp.register_blueprint(admin.bp)
 
 MAX_PAGE_SIZE = 100
 # How long an upload that met a store outage waits for the store to settle what it did:

@@ -8,11 +8,12 @@ from datetime import timedelta
 from common.egress import EgressGuard
 from common.jobs import JobStore
 from common.logs import configure_logging
-from common.messaging import Consumer
+from common.messaging import Consumer, GiveUpHook, Publisher
 from common.storage import Storage
 from common.worker import run_worker
 from notification.config import Config
 from notification.handler import Notifier
+from notification.hosts import HostGate
 from notification.mailer import Mailer
 from notification.webhook import WebhookSender
 
@@ -20,10 +21,11 @@ log = logging.getLogger("notification")
 
 
 def main() -> None:
-    """Consume the mp3 queue until SIGTERM, emailing each job's owner once."""
+    """Consume the mp3 and webhook queues until SIGTERM, telling each job's owner once."""
     config = Config.from_env()
     configure_logging("notification", config.logging)
     storage = Storage(config.mongo)
+    publisher = Publisher(config.rabbit, name="notification")
     notifier = Notifier(
         jobs=JobStore(storage.client, config.mongo),
         mailer=Mailer(config.smtp),
@@ -32,26 +34,47 @@ def main() -> None:
             guard=EgressGuard(config.egress),
             timeout=config.webhook_timeout,
         ),
+        enqueue_webhook=lambda job_id: publisher.publish(
+            config.webhook_queue, {"job_id": job_id}, message_id=f"{job_id}.webhook"
+        ),
+        hosts=HostGate(concurrency=config.webhook_host_concurrency),
         mail_from=config.smtp.mail_from,
         public_url=config.public_url,
         claim_lease=timedelta(seconds=config.claim_lease),
     )
-    consumer = Consumer(
+
+    def give_up(queue: str, what: str) -> GiveUpHook:
+        return lambda message, error: log.error(
+            "could not %s of job %s; the message is in %s.dead: %s",
+            what,
+            (message or {}).get("job_id"),
+            queue,
+            error,
+        )
+
+    emails = Consumer(
         config.rabbit,
         config.mp3_queue,
         notifier.handle,
+        retry=config.retry,
         name="notification",
-        max_attempts=config.max_attempts,
-        on_give_up=lambda message, error: log.error(
-            "could not tell the owner of job %s; the message is in %s.dead: %s",
-            (message or {}).get("job_id"),
-            config.mp3_queue,
-            error,
-        ),
+        on_give_up=give_up(config.mp3_queue, "email the owner"),
+    )
+    webhooks = Consumer(
+        config.rabbit,
+        config.webhook_queue,
+        notifier.handle_webhook,
+        retry=config.retry,
+        name="notification-webhooks",
+        prefetch=config.webhook_concurrency,
+        on_give_up=give_up(config.webhook_queue, "call the webhook"),
     )
     try:
-        run_worker(consumer, health_host=config.health_host, health_port=config.health_port)
+        run_worker(
+            [emails, webhooks], health_host=config.health_host, health_port=config.health_port
+        )
     finally:
+        publisher.close()
         storage.close()
 
 

@@ -15,8 +15,14 @@ from common.config import (
     worker_settings,
 )
 from common.errors import ConfigError
+from common.retry import RetryLadder
 
 SECURITY_MODES = ("none", "starttls", "ssl")
+# An email or webhook that could not go out is tried again after 10 s, 30 s, 1 min,
+# 5 min, 15 min, 30 min, then every hour, for at least a day: 31 attempts, each
+# waiting in the broker, not in a worker. Mail servers retry for days; a day covers
+# any outage an operator notices and fixes, and dead letters can be replayed after.
+NOTIFY_RETRY = RetryLadder(delays=(10, 30, 60, 300, 900, 1800, 3600), horizon=86400)
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,13 +63,16 @@ class Config:
     rabbit: RabbitConfig
     smtp: SmtpConfig = field(default_factory=SmtpConfig)
     mp3_queue: str = "mp3"
+    webhook_queue: str = "webhook"
     public_url: str = "http://127.0.0.1:8000"
     health_host: str = "127.0.0.1"
     health_port: int = 9102
-    max_attempts: int = 8
+    retry: RetryLadder = NOTIFY_RETRY
     webhook_secret: str | None = field(default=None, repr=False)
     egress: EgressConfig = field(default_factory=EgressConfig)
     webhook_timeout: float = 10.0
+    webhook_concurrency: int = 8
+    webhook_host_concurrency: int = 2
     claim_lease: float = 120.0
     environment: str = "development"
     logging: LoggingConfig = field(default_factory=LoggingConfig)
@@ -86,10 +95,15 @@ class Config:
             **worker_settings(env, port_variable="NOTIFICATION_PORT", default_port=9102),
             smtp=smtp,
             mp3_queue=env.str("MP3_QUEUE", "mp3"),
+            webhook_queue=env.str("WEBHOOK_QUEUE", "webhook"),
             public_url=env.str("PUBLIC_URL", "http://127.0.0.1:8000").rstrip("/"),
-            max_attempts=env.int("NOTIFY_MAX_ATTEMPTS", 8, minimum=1, maximum=100),
+            retry=RetryLadder.from_env(env, "NOTIFY", NOTIFY_RETRY),
             webhook_secret=webhook_secret,
             egress=EgressConfig.from_env(env),
+            # One deadline for a whole call: connect, send, and the answer.
             webhook_timeout=env.float("WEBHOOK_TIMEOUT", 10.0, minimum=0.5),
+            # Webhook calls in flight at once, and at most this many to one host.
+            webhook_concurrency=env.int("WEBHOOK_CONCURRENCY", 8, minimum=1, maximum=64),
+            webhook_host_concurrency=env.int("WEBHOOK_HOST_CONCURRENCY", 2, minimum=1),
             claim_lease=env.float("NOTIFY_CLAIM_LEASE_SECONDS", 120.0, minimum=1.0),
         )

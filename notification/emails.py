@@ -1,11 +1,19 @@
-"""The emails users receive: what a finished or failed job tells them (pure functions)."""
+"""The emails users receive: what a finished or failed job tells them (pure functions).
+
+Everything an email says comes from the job's record in the database, its
+recipient included: the job's owner, whoever the queue message names.
+"""
 
 from __future__ import annotations
 
 import html
 import re
+from collections.abc import Mapping
 from email.message import EmailMessage
+from typing import Any
 from urllib.parse import urlencode
+
+from common.jobs import DONE
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
 MAX_SUBJECT_NAME = 80
@@ -18,29 +26,29 @@ def _one_line(text: str, limit: int | None = None) -> str:
     return text
 
 
-def compose(job_message: dict, *, mail_from: str, public_url: str) -> EmailMessage:
-    """Build the text + HTML email that tells the job's owner how the job ended."""
-    filename = _one_line(str(job_message.get("filename") or "your video"))
-    if job_message.get("status") == "done":
-        subject, text, body_html = _done(job_message, filename, public_url)
+def compose(job: Mapping[str, Any], *, mail_from: str, public_url: str) -> EmailMessage:
+    """Build the text + HTML email that tells the owner of the finished ``job`` how it ended."""
+    filename = _one_line(str(job.get("filename") or "your video"))
+    if job["status"] == DONE:
+        subject, text, body_html = _done(job, filename, public_url)
     else:
-        subject, text, body_html = _failed(job_message, filename)
+        subject, text, body_html = _failed(job, filename)
     message = EmailMessage()
     message["From"] = mail_from
-    message["To"] = job_message["username"]
+    message["To"] = job["owner"]
     message["Subject"] = subject
     domain = mail_from.rpartition("@")[2] or "localhost"
     # The same Message-ID every time a job's email is sent: a copy sent again after a
     # crash (docs/decisions.md) is the same message, which mail stores can fold into one.
-    message["Message-ID"] = f"<{job_message['job_id']}.job@{domain}>"
-    message["X-Video2mp3-Job"] = str(job_message["job_id"])
+    message["Message-ID"] = f"<{job['_id']}.job@{domain}>"
+    message["X-Video2mp3-Job"] = str(job["_id"])
     message.set_content(text)
     message.add_alternative(body_html, subtype="html")
     return message
 
 
-def _done(job_message: dict, filename: str, public_url: str) -> tuple[str, str, str]:
-    mp3_fid = str(job_message["mp3_fid"])
+def _done(job: Mapping[str, Any], filename: str, public_url: str) -> tuple[str, str, str]:
+    mp3_fid = str(job["mp3_fid"])
     link = f"{public_url}/download?{urlencode({'fid': mp3_fid})}"
     subject = f"Your MP3 is ready: {_one_line(filename, MAX_SUBJECT_NAME)}"
     text = (
@@ -62,9 +70,9 @@ def _done(job_message: dict, filename: str, public_url: str) -> tuple[str, str, 
     return subject, text, body_html
 
 
-def _failed(job_message: dict, filename: str) -> tuple[str, str, str]:
-    reason = _one_line(str(job_message.get("error") or "the conversion failed"))
-    job_id = str(job_message["job_id"])
+def _failed(job: Mapping[str, Any], filename: str) -> tuple[str, str, str]:
+    reason = _one_line(str(job.get("error") or "the conversion failed"))
+    job_id = str(job["_id"])
     subject = f"We could not convert {_one_line(filename, MAX_SUBJECT_NAME)}"
     text = (
         f"Hello,\n\n"

@@ -1,53 +1,52 @@
-"""Handle one message from the mp3 queue: tell the job's owner, exactly once each way.
+"""Tell a finished job's owner, exactly once each way: one email and, if asked, one webhook.
 
-The owner gets one email per job and, if the upload named a ``callback_url``,
-one webhook call. Each is claimed with a lease before it is attempted and
-recorded after, so a redelivered message repeats neither, and a worker that
-dies mid-way only delays it.
+Two queues feed the notifier. A message on ``mp3`` (a job finished) hands the
+job's webhook, if it has a ``callback_url``, to the ``webhook`` queue and sends
+the email; a message on ``webhook`` makes the call. Apart, a receiver that is
+slow or down delays no email, and ``HostGate`` keeps it from delaying other
+receivers' calls. Each delivery is claimed with a lease before it is attempted
+and recorded after, so a redelivered message repeats neither, and a worker that
+dies mid-way only delays it. What the owner is told, and to which address,
+comes from the job's record, never from the message.
 """
 
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 from prometheus_client import Counter
 
 from common import metrics
-from common.errors import PermanentError, TransientError
-from common.jobs import EMAIL, WEBHOOK, JobStore, public_view
+from common.errors import PermanentError, RetryLater, TransientError
+from common.jobs import EMAIL, FINISHED, WEBHOOK, JobStore, public_view
 from common.messaging import Delivery
 from common.retry import retry_transient
 from notification.emails import compose
+from notification.hosts import HostGate
 from notification.mailer import Mailer
 from notification.webhook import WebhookSender
 
 log = logging.getLogger(__name__)
 
-REQUIRED_FIELDS = ("job_id", "username", "status")
 WEBHOOK_EVENT = "job.finished"
 # How long to keep trying to record a delivery that already happened.
 RECORD_PATIENCE_SECONDS = 60.0
-# How often a delivery waiting for another worker's claim looks again.
-CLAIM_POLL_SECONDS = 0.5
 
 
-def validate(message: dict[str, Any]) -> None:
-    """Check the fields an mp3 message must carry.
+def job_id_of(message: dict[str, Any]) -> str:
+    """Return the job a message is about.
 
     Raises:
-        PermanentError: a field is missing or has the wrong type.
+        PermanentError: the message names no job.
     """
-    for name in REQUIRED_FIELDS:
-        if not isinstance(message.get(name), str) or not message[name]:
-            raise PermanentError(f"mp3 message lacks a {name!r} string")
-    if message["status"] not in ("done", "failed"):
-        raise PermanentError(f"mp3 message has unknown status {message['status']!r}")
-    if message["status"] == "done" and not message.get("mp3_fid"):
-        raise PermanentError("a done mp3 message lacks its mp3_fid")
+    job_id = message.get("job_id")
+    if not isinstance(job_id, str) or not job_id:
+        raise PermanentError("the message lacks a 'job_id' string")
+    return job_id
 
 
 class Notifier:
@@ -59,13 +58,17 @@ class Notifier:
         jobs: JobStore,
         mailer: Mailer,
         webhooks: WebhookSender,
+        enqueue_webhook: Callable[[str], None],
         mail_from: str,
         public_url: str,
+        hosts: HostGate | None = None,
         claim_lease: timedelta = timedelta(minutes=2),
     ) -> None:
         self._jobs = jobs
         self._mailer = mailer
         self._webhooks = webhooks
+        self._enqueue_webhook = enqueue_webhook
+        self._hosts = hosts or HostGate()
         self._mail_from = mail_from
         self._public_url = public_url
         # Longer than one send can take: a claim older than this belonged to a worker
@@ -73,28 +76,58 @@ class Notifier:
         self._claim_lease = claim_lease
 
     def handle(self, message: dict[str, Any], delivery: Delivery) -> None:
-        """Email the owner of the job in ``message`` and call its webhook, unless done already.
+        """Handle a finished job (the ``mp3`` queue): queue its webhook and email its owner.
 
         Raises:
-            PermanentError: the message is malformed.
-            TransientError: MongoDB, the SMTP server or the webhook receiver is unavailable.
+            PermanentError: the message names no job.
+            TransientError: MongoDB, the broker or the SMTP server is unavailable.
         """
-        validate(message)
-        job_id = message["job_id"]
+        job = self._finished_job(job_id_of(message))
+        if job is None:
+            return
+        if (
+            job.get("callback_url")
+            and job.get("webhook_done_at") is None
+            and job.get("webhook_queued_at") is None
+        ):
+            # Queued before the email is tried, so an SMTP outage holds back no webhook.
+            self._enqueue_webhook(job["_id"])
+            self._jobs.mark_webhook_queued(job["_id"])
+        if job.get("notified_at") is None:
+            self._email(job)
+        else:
+            log.info(
+                "owner of job %s was emailed already (attempt %d)", job["_id"], delivery.attempt
+            )
+
+    def handle_webhook(self, message: dict[str, Any], delivery: Delivery) -> None:
+        """Call a finished job's webhook (the ``webhook`` queue), unless done already.
+
+        Raises:
+            PermanentError: the message names no job.
+            RetryLater: the receiving host is busy with other calls.
+            TransientError: MongoDB is unavailable, or the receiver failed or is backing off.
+        """
+        job = self._finished_job(job_id_of(message))
+        if job is None or not job.get("callback_url") or job.get("webhook_done_at") is not None:
+            return
+        host = urlsplit(job["callback_url"]).hostname or ""
+        with self._hosts.calling(host):
+            self._call_webhook(job)
+        log.debug("webhook of job %s handled on attempt %d", job["_id"], delivery.attempt)
+
+    def _finished_job(self, job_id: str) -> dict[str, Any] | None:
         job = self._jobs.get(job_id)
         if job is None:
             log.info("job %s was deleted; nobody to tell", job_id)
-            return
-        if job.get("notified_at") is None:
-            self._email(message)
-        else:
-            log.info("owner of job %s was already emailed (attempt %d)", job_id, delivery.attempt)
-        if job.get("callback_url") and job.get("webhook_done_at") is None:
-            self._call_webhook(job)
+            return None
+        if job["status"] not in FINISHED:
+            raise TransientError(f"job {job_id} is {job['status']}, not finished yet")
+        return job
 
-    def _email(self, message: dict[str, Any]) -> None:
-        job_id = message["job_id"]
-        email = compose(message, mail_from=self._mail_from, public_url=self._public_url)
+    def _email(self, job: dict[str, Any]) -> None:
+        job_id = job["_id"]
+        email = compose(job, mail_from=self._mail_from, public_url=self._public_url)
 
         def send() -> None:
             # Recorded the moment the server accepts it: a crash between the two is the
@@ -144,23 +177,20 @@ class Notifier:
     def _claim(self, job_id: str, kind: str) -> bool:
         """Claim ``kind`` of the job; False if it was done meanwhile.
 
-        A claim held by another worker is waited out rather than counted as a failed
-        attempt: its holder is sending (and will record it) or died mid-send, and then
-        its lease lapses. Counting it would spend the delivery's attempts within one
-        lease and dead-letter a message that only had to wait.
-
         Raises:
-            TransientError: the claim was still held a whole lease later.
+            RetryLater: another worker holds the claim. Its holder is sending (and will
+                record it) or died mid-send, and then its lease lapses; either way the
+                delivery waits a lease in the broker without spending an attempt.
         """
-        deadline = time.monotonic() + self._claim_lease.total_seconds() + CLAIM_POLL_SECONDS
-        while self._jobs.claim(job_id, kind, lease=self._claim_lease) is None:
-            if self._jobs.delivered(job_id, kind):
-                log.info("the %s of job %s was sent by another worker", kind, job_id)
-                return False
-            if time.monotonic() >= deadline:
-                raise TransientError(f"another worker is sending the {kind} of job {job_id}")
-            time.sleep(CLAIM_POLL_SECONDS)
-        return True
+        if self._jobs.claim(job_id, kind, lease=self._claim_lease) is not None:
+            return True
+        if self._jobs.delivered(job_id, kind):
+            log.info("the %s of job %s was sent by another worker", kind, job_id)
+            return False
+        raise RetryLater(
+            f"another worker is sending the {kind} of job {job_id}",
+            delay=self._claim_lease.total_seconds(),
+        )
 
     def _remember(self, job_id: str, kind: str, *, outcome: str) -> None:
         """Record that the owner was told, riding out a short MongoDB outage.

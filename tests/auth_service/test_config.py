@@ -88,9 +88,16 @@ def test_inline_key_may_carry_escaped_newlines(key_pem: str) -> None:
 
 
 def test_secrets_stay_out_of_the_repr(key_pem: str) -> None:
-    config = Config.from_env({"JWT_PRIVATE_KEY": key_pem, "MYSQL_PASSWORD": "hunter2-secret"})
+    config = Config.from_env(
+        {
+            "JWT_PRIVATE_KEY": key_pem,
+            "MYSQL_PASSWORD": "hunter2-secret",
+            "RATELIMIT_STORAGE_URI": "redis://:hunter3-secret@cache:6379",
+        }
+    )
 
     assert "hunter2" not in repr(config)
+    assert "hunter3" not in repr(config)
     assert "PRIVATE KEY" not in repr(config)
 
 
@@ -142,6 +149,17 @@ def test_malformed_values_name_the_variable(key_pem: str, name: str, value: str)
         ({}, "MYSQL_PASSWORD"),
         ({"MYSQL_PASSWORD": "changeme"}, "MYSQL_PASSWORD"),
         ({"MYSQL_PASSWORD": "real-password-1"}, None),
+        # A shared rate-limit store that logs in is checked like the others; one without
+        # a password (memory://, a Redis on a private network) has nothing to check.
+        (
+            {"MYSQL_PASSWORD": "real-password-1", "RATELIMIT_STORAGE_URI": "redis://:changeme@r"},
+            "RATELIMIT_STORAGE_URI password",
+        ),
+        (
+            {"MYSQL_PASSWORD": "real-password-1", "RATELIMIT_STORAGE_URI": "redis://:o8Lq2vZ@r"},
+            None,
+        ),
+        ({"MYSQL_PASSWORD": "real-password-1", "RATELIMIT_STORAGE_URI": "redis://r:6379"}, None),
     ],
 )
 def test_production_refuses_placeholder_secrets(

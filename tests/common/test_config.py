@@ -9,8 +9,10 @@ from common.config import (
     EgressConfig,
     Env,
     LoggingConfig,
+    MongoConfig,
     RabbitConfig,
     is_placeholder,
+    pipeline_settings,
     redact_url,
     require_secrets,
 )
@@ -91,7 +93,7 @@ def test_rabbit_config_builds_a_url_from_parts():
         Env({"RABBITMQ_HOST": "mq", "RABBITMQ_PORT": "5673", "RABBITMQ_PASSWORD": "p@ss/word"})
     )
     assert config.url == "amqp://guest:p%40ss%2Fword@mq:5673/%2F"
-    assert config.password == "p%40ss%2Fword"
+    assert config.password == "p@ss/word"
 
 
 def test_rabbit_config_prefers_the_url_and_checks_its_scheme():
@@ -140,3 +142,105 @@ def test_egress_config_reads_its_policy(environ, expected):
 def test_egress_config_refuses_malformed_values(environ, message):
     with pytest.raises(ConfigError, match=message):
         EgressConfig.from_env(Env(environ))
+
+
+# What a production start of the gateway and the workers is given for its broker and store.
+GOOD_MONGO = "mongodb://gateway:o8Lq2vZ-real@mongodb:27017/?authSource=admin"
+GOOD_RABBIT = "amqp://gateway:Wq7-real-pass@rabbitmq:5672/%2F"
+
+
+@pytest.mark.parametrize(
+    ("environ", "refused"),
+    [
+        ({"MONGO_URI": GOOD_MONGO, "RABBITMQ_URL": GOOD_RABBIT}, None),
+        ({}, "MONGO_URI password, RABBITMQ_PASSWORD"),  # the local defaults: no login, guest
+        ({"MONGO_URI": "mongodb://mongodb:27017/", "RABBITMQ_URL": GOOD_RABBIT}, "MONGO_URI"),
+        ({"MONGO_URI": "mongodb://gateway@mongodb/", "RABBITMQ_URL": GOOD_RABBIT}, "MONGO_URI"),
+        (
+            {"MONGO_URI": "mongodb://gateway:changeme@mongodb/", "RABBITMQ_URL": GOOD_RABBIT},
+            "MONGO_URI password",
+        ),
+        (  # percent-encoded in the URI, still the template's value
+            {"MONGO_URI": "mongodb://gateway:change%6De@mongodb/", "RABBITMQ_URL": GOOD_RABBIT},
+            "MONGO_URI password",
+        ),
+        (
+            {"MONGO_URI": "mongodb+srv://gateway:<password>@cluster0.example.net/"}
+            | {"RABBITMQ_URL": GOOD_RABBIT},
+            "MONGO_URI password",
+        ),
+        (  # a certificate is the credential: nothing to check
+            {"MONGO_URI": "mongodb://mongodb/?tls=true&authMechanism=MONGODB-X509"}
+            | {"RABBITMQ_URL": GOOD_RABBIT},
+            None,
+        ),
+        (
+            {"MONGO_URI": GOOD_MONGO, "RABBITMQ_URL": "amqp://rabbitmq:5672/"},
+            "RABBITMQ_URL password",
+        ),
+        (
+            {"MONGO_URI": GOOD_MONGO, "RABBITMQ_URL": "amqp://guest:guest@rabbitmq:5672/"},
+            "RABBITMQ_URL password",
+        ),
+        (
+            {"MONGO_URI": GOOD_MONGO, "RABBITMQ_USER": "gateway", "RABBITMQ_PASSWORD": "changeme"},
+            "RABBITMQ_PASSWORD",
+        ),
+        ({"MONGO_URI": GOOD_MONGO, "RABBITMQ_USER": "gateway", "RABBITMQ_PASSWORD": "Wq7-r"}, None),
+    ],
+    ids=[
+        "real",
+        "local-defaults",
+        "mongo-no-credentials",
+        "mongo-no-password",
+        "mongo-placeholder",
+        "mongo-encoded-placeholder",
+        "mongo-srv-template",
+        "mongo-x509",
+        "rabbit-no-credentials",
+        "rabbit-guest",
+        "rabbit-parts-placeholder",
+        "rabbit-parts-real",
+    ],
+)
+def test_production_refuses_a_store_or_broker_without_real_credentials(environ, refused):
+    env = Env({"APP_ENV": "production", **environ})
+    if refused is None:
+        assert pipeline_settings(env)["environment"] == "production"
+    else:
+        with pytest.raises(ConfigError, match=f"placeholder secrets: {refused}"):
+            pipeline_settings(env)
+
+
+def test_production_names_every_offending_secret_and_shows_none():
+    env = Env(
+        {
+            "APP_ENV": "production",
+            "MONGO_URI": "mongodb://gateway:changeme@mongodb/",
+            "RABBITMQ_URL": "amqp://gateway:Wq7-real-pass@rabbitmq/",
+        }
+    )
+    with pytest.raises(ConfigError) as refusal:
+        pipeline_settings(env, secrets={"WEBHOOK_SECRET": None, "SMTP_PASSWORD": "hunter2-ok"})
+    message = str(refusal.value)
+    assert message.endswith("placeholder secrets: MONGO_URI password, WEBHOOK_SECRET")
+    assert "changeme" not in message
+    assert "Wq7-real-pass" not in message
+
+
+def test_development_runs_on_the_local_defaults():
+    settings = pipeline_settings(Env({}))
+    assert settings["environment"] == "development"
+    assert settings["mongo"] == MongoConfig()
+
+
+def test_mongo_uri_must_be_a_mongodb_uri_and_the_refusal_hides_its_password():
+    with pytest.raises(ConfigError, match=r"MONGO_URI must start with mongodb://") as refusal:
+        MongoConfig.from_env(Env({"MONGO_URI": "http://gateway:hunter2-pw@mongodb/"}))
+    assert "hunter2-pw" not in str(refusal.value)
+
+
+def test_connection_strings_stay_out_of_the_repr():
+    settings = pipeline_settings(Env({"MONGO_URI": GOOD_MONGO, "RABBITMQ_URL": GOOD_RABBIT}))
+    assert "o8Lq2vZ-real" not in repr(settings)
+    assert "Wq7-real-pass" not in repr(settings)

@@ -155,6 +155,29 @@ def test_notification_claims_are_exclusive_and_expire(jobs):
     assert jobs.claim(job["_id"], EMAIL, lease=timedelta(minutes=5)) is None
 
 
+def test_unfinished_among_names_the_queued_and_processing_jobs(jobs):
+    queued, processing, done, failed = (make_job(jobs)["_id"] for _ in range(4))
+    for job_id in (processing, done, failed):
+        jobs.start(job_id)
+    jobs.finish(done, mp3_fid=ObjectId())
+    jobs.fail(failed, error="no audio")
+
+    everyone = [queued, processing, done, failed, new_job_id()]  # the last never existed
+    assert jobs.unfinished_among(everyone) == {queued, processing}
+    assert jobs.unfinished_among([]) == set()
+
+
+def test_referenced_mp3s_names_the_mp3s_jobs_point_to(jobs):
+    job_id = make_job(jobs)["_id"]
+    jobs.start(job_id)
+    kept, unknown = ObjectId(), ObjectId()
+    jobs.finish(job_id, mp3_fid=kept)
+    make_job(jobs)  # one without an MP3 yet
+
+    assert jobs.referenced_mp3s([kept, unknown]) == {kept}
+    assert jobs.referenced_mp3s(iter([unknown])) == set()
+
+
 def test_delete(jobs):
     job = make_job(jobs)
     assert jobs.delete(job["_id"]) is True

@@ -13,22 +13,22 @@ import time
 import pytest
 
 from common.config import RabbitConfig
-from common.errors import PermanentError, TransientError
+from common.errors import PermanentError, RetryLater, TransientError
 from common.messaging import (
+    ATTEMPT_HEADER,
+    UNEXPECTED_ERROR_ATTEMPTS,
     Consumer,
-    Delivery,
     Publisher,
     dead_letter_queue,
     decode_message,
+    purge_queues,
+    retry_queue,
 )
+from common.retry import RetryLadder
+from common.worker import run_worker
 from tests.support.polling import wait_until
 from tests.support.rabbit import body_of, get_message, put_raw, queue_depth, running
 from tests.support.tcp_proxy import TcpProxy
-
-
-@pytest.fixture
-def queue(queue_name) -> str:
-    return queue_name("work")
 
 
 @pytest.fixture
@@ -51,14 +51,28 @@ def proxied_config(rabbitmq_config):
     proxy.close()
 
 
+# The mechanism under test, not a shipped guarantee: a ladder of 50-100 ms steps.
+FAST = RetryLadder(delays=(0.05, 0.1), horizon=0.15)  # 3 attempts
+
+
+def ladder(attempts: int) -> RetryLadder:
+    """A ladder of 50 ms steps that makes ``attempts`` attempts in all."""
+    return RetryLadder(delays=(0.05,), horizon=0.05 * (attempts - 1))
+
+
+@pytest.fixture
+def queue(queue_name, rabbitmq_config):
+    name = queue_name("work")
+    yield name
+    purge_queues(rabbitmq_config, [name], ladders=[FAST, *(ladder(n) for n in range(2, 7))])
+
+
 def fast_consumer(config: RabbitConfig, queue: str, handler, **options) -> Consumer:
     """Build a consumer with short retry and reconnect delays for tests."""
     defaults = {
-        "retry_base": 0.05,
-        "retry_cap": 0.2,
+        "retry": FAST,
         "reconnect_base": 0.1,
         "reconnect_cap": 0.5,
-        "max_attempts": 3,
         "name": "test-consumer",
     }
     return Consumer(config, queue, handler, **{**defaults, **options})
@@ -84,11 +98,6 @@ def test_decode_message_rejects_bad_bodies(body, reason):
 
 def test_decode_message_returns_the_object():
     assert decode_message(b'{"job_id": "j1", "n": 2}', max_bytes=100) == {"job_id": "j1", "n": 2}
-
-
-def test_delivery_knows_its_last_attempt():
-    assert Delivery("q", attempt=3, max_attempts=3, message_id=None).is_last_attempt
-    assert not Delivery("q", attempt=2, max_attempts=3, message_id=None).is_last_attempt
 
 
 # -- publisher ---------------------------------------------------------------------
@@ -232,7 +241,7 @@ def test_transient_failures_are_retried_then_succeed(rabbitmq_config, publisher,
         if delivery.attempt < 3:
             raise TransientError("store is down")
 
-    consumer = fast_consumer(rabbitmq_config, queue, flaky, max_attempts=5)
+    consumer = fast_consumer(rabbitmq_config, queue, flaky, retry=ladder(5))
     with running(consumer):
         publisher.publish(queue, {"job_id": "flaky"})
         wait_until(lambda: len(attempts) == 3)
@@ -253,7 +262,6 @@ def test_transient_failures_dead_letter_after_the_bound(rabbitmq_config, publish
         rabbitmq_config,
         queue,
         always_down,
-        max_attempts=3,
         on_give_up=lambda m, e: given_up.append((m, str(e))),
     )
     with running(consumer):
@@ -262,23 +270,98 @@ def test_transient_failures_dead_letter_after_the_bound(rabbitmq_config, publish
         wait_until(lambda: queue_depth(rabbitmq_config, dead_letter_queue(queue)) == 1)
     assert attempts == [1, 2, 3]
     assert given_up == [({"job_id": "doomed"}, "store is down")]
-    assert body_of(get_message(rabbitmq_config, dead_letter_queue(queue))) == {"job_id": "doomed"}
+    properties, body = get_message(rabbitmq_config, dead_letter_queue(queue))
+    assert json.loads(body) == {"job_id": "doomed"}
+    assert properties.headers[ATTEMPT_HEADER] == 3  # the dead letter tells how far it got
 
 
-def test_a_handler_bug_is_retried_and_bounded_like_a_transient_fault(
-    rabbitmq_config, publisher, queue
-):
+def test_a_retry_waits_in_the_broker_and_frees_the_worker(rabbitmq_config, publisher, queue):
+    """With one prefetch slot, a message waiting for its retry holds nothing: the next
+    message is handled during the wait, in the delay queue, not in a sleeping worker."""
+    seen = []
+    slow = RetryLadder(delays=(2.0,), horizon=2.0)  # 2 attempts, 2 s apart
+
+    def handler(message, delivery):
+        seen.append((message["n"], delivery.attempt, time.monotonic()))
+        if message["n"] == 1 and delivery.attempt == 1:
+            raise TransientError("store is down")
+
+    consumer = fast_consumer(rabbitmq_config, queue, handler, retry=slow)
+    try:
+        with running(consumer):
+            publisher.publish(queue, {"n": 1}, message_id="first")
+            wait_until(lambda: seen)
+            wait_until(lambda: queue_depth(rabbitmq_config, retry_queue(queue, 2.0)) == 1)
+            publisher.publish(queue, {"n": 2})
+            wait_until(lambda: len(seen) == 3, timeout=10)
+    finally:
+        purge_queues(rabbitmq_config, [queue], ladders=[slow])
+    (_, _, failed_at), (second, _, second_at), (again, attempt, retried_at) = seen
+    assert (second, again, attempt) == (2, 1, 2)
+    assert second_at - failed_at < 1.0  # handled while the first waited
+    assert retried_at - failed_at >= 1.9  # the delay queue's TTL, not earlier
+
+
+def test_a_retried_message_keeps_its_id_and_sheds_broker_headers(rabbitmq_config, queue):
+    slow = RetryLadder(delays=(30.0,), horizon=30.0)  # long enough to look at the waiting copy
+
+    def handler(message, delivery):
+        raise TransientError("store is down")
+
+    consumer = fast_consumer(rabbitmq_config, queue, handler, retry=slow)
+    waiting = retry_queue(queue, 30.0)
+    try:
+        with running(consumer):
+            put_raw(
+                rabbitmq_config,
+                queue,
+                b'{"job_id": "kept"}',
+                message_id="kept-id",
+                headers={"x-death": [{"queue": "elsewhere", "count": 9}], "traceparent": "00-ab"},
+            )
+            wait_until(lambda: queue_depth(rabbitmq_config, waiting) == 1)
+        properties, body = get_message(rabbitmq_config, waiting)
+    finally:
+        purge_queues(rabbitmq_config, [queue], ladders=[slow])
+    assert json.loads(body) == {"job_id": "kept"}
+    assert properties.message_id == "kept-id"
+    assert properties.delivery_mode == 2
+    headers = dict(properties.headers)
+    headers.pop("x-delivery-count", None)  # what basic.get from a quorum queue adds
+    assert headers == {"traceparent": "00-ab", ATTEMPT_HEADER: 2}
+
+
+def test_a_deferral_spends_no_attempt(rabbitmq_config, publisher, queue):
+    calls = []
+
+    def handler(message, delivery):
+        calls.append(delivery.attempt)
+        if len(calls) <= 5:  # more deferrals than the ladder has attempts
+            raise RetryLater("someone else holds it", delay=0.01)
+
+    consumer = fast_consumer(rabbitmq_config, queue, handler)
+    with running(consumer):
+        publisher.publish(queue, {"job_id": "deferred"})
+        wait_until(lambda: len(calls) == 6)
+        wait_until(lambda: not consumer._busy())
+    assert calls == [1] * 6
+    assert queue_depth(rabbitmq_config, dead_letter_queue(queue)) == 0
+
+
+def test_a_handler_bug_gets_a_few_attempts_not_the_whole_ladder(rabbitmq_config, publisher, queue):
     attempts = []
 
     def buggy(message, delivery):
         attempts.append(delivery.attempt)
         raise KeyError("oops")
 
-    consumer = fast_consumer(rabbitmq_config, queue, buggy, max_attempts=2)
+    consumer = fast_consumer(
+        rabbitmq_config, queue, buggy, retry=ladder(UNEXPECTED_ERROR_ATTEMPTS + 1)
+    )
     with running(consumer):
         publisher.publish(queue, {"job_id": "bug"})
         wait_until(lambda: queue_depth(rabbitmq_config, dead_letter_queue(queue)) == 1)
-    assert attempts == [1, 2]
+    assert attempts == list(range(1, UNEXPECTED_ERROR_ATTEMPTS + 1))
 
 
 def test_permanent_failure_dead_letters_at_once(rabbitmq_config, publisher, queue):
@@ -343,10 +426,10 @@ def test_consumer_reconnects_after_the_connection_drops(proxied_config, publishe
         publisher.publish(queue, {"n": 2})
         wait_until(lambda: {n for n, _ in seen} == {1, 2} and len(seen) >= 3)
         wait_until(lambda: not consumer._busy())
-    # The message in hand when the connection dropped was not acked, so the
-    # broker delivered it again, counting the failed delivery.
-    assert (1, 1) in seen
-    assert (1, 2) in seen
+    # The message in hand when the connection dropped was not acked, so the broker
+    # delivered it again; a lost connection is not the handler failing, so it is
+    # still the first attempt (the broker's delivery limit bounds crash loops).
+    assert seen.count((1, 1)) == 2
     assert (2, 1) in seen
     assert queue_depth(config, queue) == 0
 
@@ -370,7 +453,7 @@ def test_stop_lets_the_message_in_hand_finish_and_settle(rabbitmq_config, publis
     assert queue_depth(rabbitmq_config, queue) == 0
 
 
-def test_sigterm_stops_the_consumer_cleanly(rabbitmq_config, publisher, queue):
+def test_sigterm_stops_every_consumer_of_a_worker_cleanly(rabbitmq_config, publisher, queue):
     started = threading.Event()
     handled = []
 
@@ -379,17 +462,14 @@ def test_sigterm_stops_the_consumer_cleanly(rabbitmq_config, publisher, queue):
         time.sleep(1)
         handled.append(message)
 
-    consumer = fast_consumer(rabbitmq_config, queue, handler)
+    consumers = [fast_consumer(rabbitmq_config, queue, handler) for _ in range(2)]
     previous = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
-    consumer.install_signal_handlers()
     try:
-        thread = threading.Thread(target=consumer.run)
-        thread.start()
         publisher.publish(queue, {"job_id": "term"})
-        assert started.wait(10)
-        os.kill(os.getpid(), signal.SIGTERM)
-        thread.join(15)
-        assert not thread.is_alive()
+        threading.Thread(
+            target=lambda: started.wait(10) and os.kill(os.getpid(), signal.SIGTERM)
+        ).start()
+        run_worker(consumers, health_host="127.0.0.1", health_port=0)  # returns on SIGTERM
     finally:
         for signum, handler_before in previous.items():
             signal.signal(signum, handler_before)

@@ -8,6 +8,7 @@ import os
 import threading
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 
 import gridfs.errors
 import pytest
@@ -149,6 +150,40 @@ def test_find_one_looks_up_by_metadata(storage):
     file_id = storage.mp3s.put(io.BytesIO(b"mp3"), "a.mp3", {"job_id": "j-77"})
     assert storage.mp3s.find_one({"metadata.job_id": "j-77"})["_id"] == file_id
     assert storage.mp3s.find_one({"metadata.job_id": "other"}) is None
+
+
+def test_files_stored_before_a_moment_are_listed_oldest_first_from_an_index(storage):
+    now = datetime.now(UTC)
+    file_ids = [
+        storage.mp3s.put(io.BytesIO(b"mp3"), "a.mp3", {"job_id": f"j{n}"}) for n in range(5)
+    ]
+    moments = [now - timedelta(seconds=seconds) for seconds in (40, 30, 30, 30, 20)]
+    for file_id, moment in zip(file_ids, moments, strict=True):
+        storage.mp3s.files.update_one({"_id": file_id}, {"$set": {"uploadDate": moment}})
+    young = storage.mp3s.put(io.BytesIO(b"mp3"), "a.mp3", {})  # stored now: not listed
+    database = storage.client[storage.config.mp3s_db]
+    database.command("profile", 2)  # MongoDB records how it ran each query
+    try:
+        first = storage.mp3s.stored_before(now - timedelta(seconds=10), limit=2)
+        last = first[-1]
+        rest = storage.mp3s.stored_before(
+            now - timedelta(seconds=10), after=(last["uploadDate"], last["_id"])
+        )
+    finally:
+        database.command("profile", 0)
+
+    # Three files share a moment: the listing goes on past the first of them, by _id.
+    listed = [file["_id"] for file in first + rest]
+    assert listed == [file_ids[0], *sorted(file_ids[1:4]), file_ids[4]]
+    assert young not in listed
+    assert first[0]["metadata"] == {"job_id": "j0"}
+    queries = list(
+        database["system.profile"].find({"op": "query", "ns": f"{database.name}.fs.files"})
+    )
+    assert len(queries) == 2
+    for query in queries:
+        assert not query.get("hasSortStage"), query["planSummary"]
+        assert "IXSCAN" in query["planSummary"], query["planSummary"]
 
 
 @pytest.fixture

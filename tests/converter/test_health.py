@@ -57,7 +57,7 @@ def stall() -> StallWatch:
 
 @pytest.fixture
 def health_port(stall: StallWatch) -> Iterator[int]:
-    server = HealthServer(IdleConsumer(), host="127.0.0.1", port=0, stall=stall)  # type: ignore[arg-type]
+    server = HealthServer([IdleConsumer()], host="127.0.0.1", port=0, stall=stall)  # type: ignore[arg-type]
     server.start()
     yield server.port
     server.stop()

@@ -9,6 +9,7 @@ from datetime import timedelta
 
 import pytest
 from bson import ObjectId
+from prometheus_client import REGISTRY
 
 from common.jobs import DONE, FAILED, QUEUED, JobStore, new_job_id, utcnow
 from common.messaging import Publisher
@@ -176,6 +177,136 @@ def test_a_short_retention_deletes_soon(storage, jobs, janitor):
     age(jobs, job_id, finished_at=2)
     assert janitor.run_once().expired == 1
     assert jobs.get(job_id) is None
+
+
+def stored_mp3(storage, job_id=None, *, seconds_ago=0):
+    metadata = {"owner": "ann@example.com", "job_id": job_id} if job_id else {}
+    mp3_fid = storage.mp3s.put(io.BytesIO(b"mp3"), "clip.mp3", metadata)
+    if seconds_ago:
+        stored_at = utcnow() - timedelta(seconds=seconds_ago)
+        storage.mp3s.files.update_one({"_id": mp3_fid}, {"$set": {"uploadDate": stored_at}})
+    return mp3_fid
+
+
+def kept(storage, mp3_fid):
+    chunks = storage.mp3s.chunks.count_documents({"files_id": mp3_fid})
+    return storage.mp3s.find_one({"_id": mp3_fid}) is not None and chunks > 0
+
+
+def removed_count():
+    return (
+        REGISTRY.get_sample_value("video2mp3_orphaned_files_removed_total", {"kind": "mp3"}) or 0.0
+    )
+
+
+def test_an_old_mp3_no_job_refers_to_is_deleted(storage, jobs, janitor):
+    gone_job = stored_mp3(storage, new_job_id(), seconds_ago=120)  # its job was deleted
+    raced_id, _ = stored_job(storage, jobs)
+    jobs.start(raced_id)
+    winner = stored_mp3(storage, raced_id, seconds_ago=120)
+    jobs.finish(raced_id, mp3_fid=winner)
+    loser = stored_mp3(storage, raced_id, seconds_ago=120)  # its delivery died before dropping it
+    anonymous = stored_mp3(storage, seconds_ago=120)
+    before = removed_count()
+
+    report = janitor.run_once()
+
+    assert report.orphans == 3
+    assert removed_count() - before == 3
+    for orphan in (gone_job, loser, anonymous):
+        assert not kept(storage, orphan)
+    assert kept(storage, winner)
+    assert janitor.run_once().orphans == 0
+
+
+def test_a_young_orphan_is_kept(storage, jobs, janitor):
+    # Younger than the grace (stale_after, 60 s here): its converter may be about to record it.
+    just_stored = stored_mp3(storage, new_job_id())
+    nearly_old = stored_mp3(storage, new_job_id(), seconds_ago=50)
+    anonymous = stored_mp3(storage, seconds_ago=50)
+
+    assert janitor.run_once().orphans == 0
+
+    for young in (just_stored, nearly_old, anonymous):
+        assert kept(storage, young)
+
+
+def test_an_mp3_a_job_points_to_is_kept_whatever_its_age(storage, jobs, janitor):
+    job_id, _ = stored_job(storage, jobs)
+    jobs.start(job_id)
+    mp3_fid = stored_mp3(storage, job_id, seconds_ago=30 * 24 * 3600)
+    jobs.finish(job_id, mp3_fid=mp3_fid)
+    # Whatever a file's metadata says, a job that points to it keeps it.
+    other_id, _ = stored_job(storage, jobs)
+    jobs.start(other_id)
+    foreign = stored_mp3(storage, new_job_id(), seconds_ago=30 * 24 * 3600)
+    jobs.finish(other_id, mp3_fid=foreign)
+    bare = stored_mp3(storage, seconds_ago=30 * 24 * 3600)
+    bare_id, _ = stored_job(storage, jobs)
+    jobs.start(bare_id)
+    jobs.finish(bare_id, mp3_fid=bare)
+
+    assert janitor.run_once().orphans == 0
+
+    for referenced in (mp3_fid, foreign, bare):
+        assert kept(storage, referenced)
+
+
+def test_the_mp3_of_an_unfinished_job_is_kept_until_the_job_ends_without_it(storage, jobs, janitor):
+    # Stored, then its converter died before finishing the job: a redelivery reuses it.
+    processing_id, _ = stored_job(storage, jobs)
+    jobs.start(processing_id)
+    processing_mp3 = stored_mp3(storage, processing_id, seconds_ago=3600)
+    # The same, after the janitor put the stalled job back on the queue.
+    queued_id, _ = stored_job(storage, jobs)
+    jobs.start(queued_id)
+    queued_mp3 = stored_mp3(storage, queued_id, seconds_ago=3600)
+    jobs._jobs.update_one({"_id": queued_id}, {"$set": {"status": QUEUED}})
+
+    assert janitor.run_once().orphans == 0
+    assert kept(storage, processing_mp3)
+    assert kept(storage, queued_mp3)
+
+    jobs.finish(processing_id, mp3_fid=processing_mp3)  # the redelivery reused it
+    jobs.fail(queued_id, error="no audio")  # this one ended without it
+    assert janitor.run_once().orphans == 1
+    assert kept(storage, processing_mp3)
+    assert not kept(storage, queued_mp3)
+
+
+def test_a_job_finishing_during_the_sweep_keeps_its_mp3(storage, jobs, janitor, monkeypatch):
+    job_id, _ = stored_job(storage, jobs)
+    jobs.start(job_id)
+    mp3_fid = stored_mp3(storage, job_id, seconds_ago=3600)
+    look_up = jobs.referenced_mp3s
+
+    def finished_meanwhile(mp3_fids):
+        referenced = look_up(mp3_fids)
+        jobs.finish(job_id, mp3_fid=mp3_fid)  # after the sweep read who points where
+        return referenced
+
+    monkeypatch.setattr(jobs, "referenced_mp3s", finished_meanwhile)
+
+    assert janitor.run_once().orphans == 0
+    assert kept(storage, mp3_fid)
+    assert jobs.get(job_id)["mp3_fid"] == mp3_fid
+
+
+def test_each_round_looks_at_a_batch_and_the_next_goes_on_from_there(storage, jobs, janitor):
+    janitor._orphan_batch = 2
+    referenced = []
+    for seconds_ago in (500, 400):  # the oldest are in use: they must not hold the sweep up
+        job_id, _ = stored_job(storage, jobs)
+        jobs.start(job_id)
+        referenced.append(stored_mp3(storage, job_id, seconds_ago=seconds_ago))
+        jobs.finish(job_id, mp3_fid=referenced[-1])
+    orphans = [stored_mp3(storage, new_job_id(), seconds_ago=s) for s in (300, 200, 100)]
+
+    rounds = [janitor.run_once().orphans for _ in range(4)]
+
+    assert rounds == [0, 2, 1, 0]  # the third round reached the young end; the fourth starts over
+    assert all(kept(storage, mp3_fid) for mp3_fid in referenced)
+    assert not any(kept(storage, mp3_fid) for mp3_fid in orphans)
 
 
 def test_run_forever_survives_a_store_outage_and_stops_on_request(janitor, monkeypatch):

@@ -309,6 +309,19 @@ def compose_environment(service: dict[str, Any]) -> dict[str, str]:
     return {name: str(value) for name, value in environment.items()}
 
 
+def compose_mounts(service: dict[str, Any]) -> dict[str, str]:
+    """Return a rendered compose service's mounts: container path -> source (path or volume)."""
+    mounts = {}
+    for entry in service.get("volumes", []):
+        if isinstance(entry, dict):  # the long syntax
+            mounts[entry["target"]] = entry.get("source", "")
+        else:  # [source:]target[:mode]
+            parts = str(entry).split(":")
+            source, target = (parts[0], parts[1]) if len(parts) > 1 else ("", parts[0])
+            mounts[target] = source
+    return mounts
+
+
 def published_ports(service: dict[str, Any]) -> dict[int, str]:
     """Return a rendered compose service's published container ports and their host address."""
     published = {}

@@ -20,7 +20,9 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from common.config import Env, is_placeholder
+from common.config import Env, MongoConfig, RabbitConfig, is_placeholder
+from gateway import create_app as create_gateway
+from gateway.config import Config as GatewayConfig
 from tests.deploy.files import (
     FOLDER_KUSTOMIZATION,
     K8S,
@@ -115,9 +117,15 @@ def test_the_converter_scales_1_to_10_on_its_video_queue():
     assert trigger["metadata"]["mode"] == "QueueLength"
     assert trigger["metadata"]["queueName"] == find("ConfigMap", "converter")["data"]["VIDEO_QUEUE"]
     auth = find("TriggerAuthentication", trigger["authenticationRef"]["name"])
-    (ref,) = auth["spec"]["secretTargetRef"]
-    assert ref["parameter"] == "host"
-    assert ref["key"] in secret_templates()[ref["name"]]
+    refs = {ref["parameter"]: ref for ref in auth["spec"]["secretTargetRef"]}
+    # The management API over HTTPS, its certificate checked, as a user of its own.
+    assert set(refs) == {"host", "username", "password", "tls", "ca"}
+    templates = secret_templates()
+    for ref in refs.values():
+        assert ref["key"] in templates[ref["name"]]
+    assert trigger["metadata"]["protocol"] == "http"
+    assert templates[refs["host"]["name"]][refs["host"]["key"]].startswith("https://")
+    assert templates[refs["tls"]["name"]][refs["tls"]["key"]] == "enable"
 
 
 def test_the_gateway_scales_with_an_hpa():
@@ -148,10 +156,47 @@ def test_the_ingress_admits_exactly_the_gateways_largest_upload():
     for timeout in ("proxy-read-timeout", "proxy-send-timeout"):
         assert int(annotations[f"nginx.ingress.kubernetes.io/{timeout}"]) >= 600
     (rule,) = ingress["spec"]["rules"]
-    (path,) = rule["http"]["paths"]
-    assert path["backend"]["service"]["name"] == "gateway"
+    for path in rule["http"]["paths"]:
+        assert path["backend"] == {"service": {"name": "gateway", "port": {"name": "http"}}}
     public_url = find("ConfigMap", "gateway")["data"]["PUBLIC_URL"]
     assert public_url.endswith(f"//{rule['host']}")
+
+
+def ingress_routes(request_path: str) -> bool:
+    """Tell whether the gateway's Ingress routes ``request_path`` (Exact and Prefix rules)."""
+    (rule,) = find("Ingress", "gateway")["spec"]["rules"]
+    for path in rule["http"]["paths"]:
+        if path["pathType"] == "Exact" and request_path == path["path"]:
+            return True
+        if path["pathType"] == "Prefix":
+            # Prefix matches whole path elements: /jobs matches /jobs and /jobs/1, not /jobsx.
+            prefix = path["path"].rstrip("/").split("/")
+            if request_path.rstrip("/").split("/")[: len(prefix)] == prefix:
+                return True
+    return False
+
+
+def gateway_routes() -> list[str]:
+    """Return a request path for every route of the gateway app (``<x>`` filled in)."""
+    app = create_gateway(
+        GatewayConfig(
+            mongo=MongoConfig(uri="mongodb://127.0.0.1:1/"),
+            rabbit=RabbitConfig(url="amqp://u:p@127.0.0.1:1/"),
+        )
+    )
+    rules = {rule.rule for rule in app.url_map.iter_rules() if rule.endpoint != "static"}
+    return sorted(re.sub(r"<[^>]+>", "x", rule) for rule in rules)
+
+
+def test_the_ingress_routes_every_gateway_route_but_metrics():
+    routes = gateway_routes()
+    assert {"/metrics", "/upload"} <= set(routes)
+    unrouted = [route for route in routes if not ingress_routes(route)]
+    assert unrouted == ["/metrics"], "add the gateway's new routes to k8s/gateway/ingress.yaml"
+    # Prometheus scrapes the pods directly; nothing outside reaches the metrics.
+    for path in ("/metrics", "/metrics/", "/metrics/x"):
+        assert not ingress_routes(path)
+    assert not ingress_routes("/jobsx")
 
 
 def test_only_the_gateway_is_exposed():
@@ -250,15 +295,18 @@ def test_secret_references_name_templated_keys():
                 assert volume["secret"]["secretName"] in templates
 
 
-# Template keys that name an account rather than hold a secret.
-ACCOUNT_NAMES = {"MYSQL_USER", "MONGO_INITDB_ROOT_USERNAME", "RABBITMQ_DEFAULT_USER", "SMTP_USER"}
+# Template keys that name an account or a setting rather than hold a secret.
+NOT_SECRETS = {
+    "MYSQL_USER", "MONGO_INITDB_ROOT_USERNAME", "RABBITMQ_USER", "SMTP_USER",
+    "username", "host", "tls",  # KEDA's: a user name, the broker's address, "enable"
+}  # fmt: skip
 
 
 def test_secret_templates_hold_only_placeholders():
     for name, data in secret_templates().items():
         for key, value in data.items():
             # URLs carry their placeholder password inside.
-            secret_free = is_placeholder(value) or "changeme" in value or key in ACCOUNT_NAMES
+            secret_free = is_placeholder(value) or "changeme" in value or key in NOT_SECRETS
             assert secret_free, f"{name}.{key} looks like a real secret"
 
 
@@ -368,7 +416,8 @@ def test_network_policies_allow_exactly_the_designed_flows():
     internet = ("internet", {})
     assert flow_allowed(policies, ingress_controller, pod("gateway"), 8000)
     assert not flow_allowed(policies, ingress_controller, pod("auth-service"), 5000)
-    assert flow_allowed(policies, keda_operator, pod("rabbitmq"), 15672)
+    assert flow_allowed(policies, keda_operator, pod("rabbitmq"), 15671)
+    assert not flow_allowed(policies, keda_operator, pod("rabbitmq"), 15672)
     assert not flow_allowed(policies, keda_operator, pod("rabbitmq"), 5672)
     for app in pods:
         assert flow_allowed(policies, pod(app), cluster_dns, 53, "UDP")

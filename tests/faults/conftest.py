@@ -1,9 +1,10 @@
 """A system of its own for fault injection, so kills and outages disturb no other test.
 
 Every dependency sits behind a TCP proxy (``system.proxies``), the services run
-as separate processes (``system.stack`` kills and restarts them), and the janitor's
-and the claim lease's delays are shortened so that recovery happens within the
-test's bounds; retries and attempt limits are the shipped ones.
+as separate processes (``system.stack`` kills and restarts them), and the janitor's,
+the claim lease's and the retry ladders' delays are scaled down so that recovery
+happens within the test's bounds; every number of attempts and every limit is the
+shipped one.
 """
 
 from __future__ import annotations
@@ -12,11 +13,35 @@ from collections.abc import Iterator
 
 import pytest
 
+from common.retry import RetryLadder
+from converter.config import CONVERT_RETRY
+from notification.config import NOTIFY_RETRY
 from tests.support.system import System, User, new_user
 
-# Delays scaled down so recovery fits the tests' time; every attempt limit (converter 5,
-# notification 8, the broker's delivery limit 20) and every retry schedule is the shipped one.
+# The retry ladders' waits, scaled: each ladder keeps its steps' proportions and its
+# number of attempts (converter 18 over an hour, notification 31 over a day), so a wait
+# of T seconds here stands for T / factor seconds with the shipped settings.
+CONVERT_SCALE = 0.1  # 5 s ... 5 min steps become 0.5 s ... 30 s, the hour 6 minutes
+NOTIFY_SCALE = 0.01  # 10 s ... 1 h steps become 0.1 s ... 36 s, the day 14.4 minutes
+SCALED_CONVERT_RETRY = CONVERT_RETRY.scaled(CONVERT_SCALE)
+SCALED_NOTIFY_RETRY = NOTIFY_RETRY.scaled(NOTIFY_SCALE)
+assert SCALED_CONVERT_RETRY.attempts == CONVERT_RETRY.attempts
+assert SCALED_NOTIFY_RETRY.attempts == NOTIFY_RETRY.attempts
+
+
+def ladder_env(prefix: str, ladder: RetryLadder) -> dict[str, str]:
+    """Return the variables that give a worker ``ladder``."""
+    return {
+        f"{prefix}_RETRY_DELAYS": ",".join(f"{delay:g}" for delay in ladder.delays),
+        f"{prefix}_RETRY_HORIZON_SECONDS": f"{ladder.horizon:g}",
+    }
+
+
+# Delays scaled down so recovery fits the tests' time; every attempt limit and the
+# broker's delivery limit (20) are the shipped ones.
 FAST_RECOVERY = {
+    **ladder_env("CONVERT", SCALED_CONVERT_RETRY),
+    **ladder_env("NOTIFY", SCALED_NOTIFY_RETRY),
     # The janitor looks every second (shipped: 60 s) and calls a job stalled after 10 s
     # without progress (shipped: 1800 s).
     "JANITOR_INTERVAL_SECONDS": "1",
@@ -24,7 +49,8 @@ FAST_RECOVERY = {
     # A job whose upload got a 503 and could not be cleaned up goes after 5 s (shipped: 600 s).
     "ABANDONED_UPLOAD_SECONDS": "5",
     # A dead notification worker's claim lapses after 5 s (shipped: 120 s); a delivery that
-    # finds it held waits the lease out without spending an attempt.
+    # finds it held waits a lease in the broker (the scaled ladder's 9 s step, as the
+    # shipped 120 s lease waits its 300 s step) without spending an attempt.
     "NOTIFY_CLAIM_LEASE_SECONDS": "5",
 }
 

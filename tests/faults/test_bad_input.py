@@ -8,6 +8,7 @@ import uuid
 
 import pytest
 import requests
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support import forge
 from tests.support.media import make_video
@@ -256,6 +257,14 @@ def test_hostile_basic_credentials_are_just_wrong(system, email, password):
     )  # the users table is intact
 
 
+def dead_letter_gauge(metrics_url: str, dead_queue: str) -> float | None:
+    for family in text_string_to_metric_families(requests.get(metrics_url, timeout=10).text):
+        for sample in family.samples:
+            if sample.name == "video2mp3_dead_letters" and sample.labels["queue"] == dead_queue:
+                return sample.value
+    return None
+
+
 @pytest.mark.parametrize("queue_key", ["VIDEO_QUEUE", "MP3_QUEUE"])
 @pytest.mark.parametrize(
     "raw",
@@ -263,9 +272,9 @@ def test_hostile_basic_credentials_are_just_wrong(system, email, password):
         b"not json",
         b"[1, 2, 3]",
         json.dumps({"job_id": "x" * 100_000}).encode(),
-        json.dumps({"job_id": str(uuid.uuid4())}).encode(),
+        json.dumps({"job": str(uuid.uuid4()), "status": "done"}).encode(),
     ],
-    ids=["not-json", "not-an-object", "oversized", "missing-fields"],
+    ids=["not-json", "not-an-object", "oversized", "no-job-id"],
 )
 def test_garbage_on_the_queues_is_dead_lettered_and_work_goes_on(
     system, user, mail_sink, rabbitmq_config, tmp_path, queue_key, raw
@@ -274,6 +283,15 @@ def test_garbage_on_the_queues_is_dead_lettered_and_work_goes_on(
     dead_before = queue_depth(rabbitmq_config, f"{queue}.dead")
     put_raw(rabbitmq_config, queue, raw)
     wait_until(lambda: queue_depth(rabbitmq_config, f"{queue}.dead") == dead_before + 1, timeout=30)
+    # The queue's consumer reports its dead letters (the DeadLetters alerts' metric).
+    port = system.env["CONVERTER_PORT" if queue_key == "VIDEO_QUEUE" else "NOTIFICATION_PORT"]
+    wait_until(
+        lambda: (
+            dead_letter_gauge(f"http://127.0.0.1:{port}/metrics", f"{queue}.dead")
+            == dead_before + 1
+        ),
+        timeout=15,
+    )
     with make_video(tmp_path / "after.mp4", seconds=1).open("rb") as video:
         accepted = requests.post(
             f"{system.gateway}/upload", headers=user.headers, files={"file": video}, timeout=30

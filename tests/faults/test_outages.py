@@ -189,23 +189,3 @@ def test_mysql_outage_stops_logins_not_tokens(fault_system, fault_user, clip, ma
         timeout=30,
     )
     mail_sink.wait_for(1, to=fault_user.email, timeout=60)
-
-
-def test_smtp_refusing_for_a_while_delays_emails_without_doubling_them(
-    fault_system, fault_user, mail_sink, clip
-):
-    smtp = fault_system.proxies["smtp"]
-    smtp.refuse()
-    try:
-        for _ in range(5):
-            assert upload(fault_system, fault_user, clip).status_code == 202
-        wait_all_done(fault_system, fault_user, 5, timeout=60)
-        settle(3)
-        assert mail_sink.messages(to=fault_user.email) == []
-    finally:
-        smtp.accept()
-    mail_sink.wait_for(5, to=fault_user.email, timeout=90)
-    settle(2)
-    emails = emails_per_job(mail_sink, fault_user)
-    assert len(emails) == 5
-    assert set(emails.values()) == {1}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import threading
+import time
 from datetime import timedelta
 
 import pytest
@@ -12,7 +12,7 @@ from bson import ObjectId
 
 from common.config import EgressConfig
 from common.egress import EgressGuard
-from common.errors import PermanentError, TransientError
+from common.errors import PermanentError, RetryLater, TransientError
 from common.jobs import EMAIL, JobStore, new_job_id
 from common.messaging import Delivery
 from devstack import servers
@@ -72,6 +72,7 @@ def notifier(jobs, mailer, webhooks=None, **settings):
         jobs=jobs,
         mailer=mailer,
         webhooks=webhooks or WebhookSender(None, guard=EgressGuard(EgressConfig()), timeout=5),
+        enqueue_webhook=lambda job_id: pytest.fail("no job here has a callback_url"),
         mail_from="video2mp3@localhost",
         public_url=PUBLIC_URL,
         **settings,
@@ -135,45 +136,72 @@ def test_smtp_down_is_transient_and_frees_the_claim(jobs, mailbox):
 SCALED_LEASE = timedelta(seconds=1)
 
 
-def test_an_email_claimed_past_a_whole_lease_is_retried_later(jobs, mailer, mailbox):
+def test_a_held_claim_defers_the_delivery_for_a_lease_without_sending(jobs, mailer, mailbox):
     message = finished_job(jobs)
-    jobs.claim(message["job_id"], EMAIL, lease=SCALED_LEASE * 5)  # a holder that outlives ours
-    with pytest.raises(TransientError, match="another worker"):
+    jobs.claim(message["job_id"], EMAIL, lease=SCALED_LEASE * 5)  # another worker is sending
+
+    with pytest.raises(RetryLater, match="another worker") as deferred:
         notifier(jobs, mailer, claim_lease=SCALED_LEASE).handle(message, delivery())
+
+    # A deferral, not a failure: the consumer spends no attempt on it (tests/common/
+    # test_messaging.py) and tries again a lease later.
+    assert deferred.value.delay == SCALED_LEASE.total_seconds()
     assert mailbox.messages(to=message["username"]) == []
 
 
-def test_a_claim_left_by_a_dead_worker_is_waited_out_not_counted(jobs, mailer, mailbox):
+def test_a_claim_left_by_a_dead_worker_is_sent_once_its_lease_lapses(jobs, mailer, mailbox):
     message = finished_job(jobs)
     jobs.claim(message["job_id"], EMAIL, lease=SCALED_LEASE)  # its holder died mid-send
+    with pytest.raises(RetryLater):
+        notifier(jobs, mailer, claim_lease=SCALED_LEASE).handle(message, delivery())
 
-    # The delivery does not fail (which would spend an attempt): it sends once the lease lapses.
+    time.sleep(SCALED_LEASE.total_seconds() + 0.1)  # the retry comes a lease later
     notifier(jobs, mailer, claim_lease=SCALED_LEASE).handle(message, delivery())
 
     assert len(mailbox.wait_for(1, to=message["username"], timeout=5)) == 1
     assert jobs.get(message["job_id"])["notified_at"] is not None
 
 
-def test_a_claim_whose_holder_finishes_ends_the_wait_without_sending(jobs, mailer, mailbox):
+def test_a_claim_whose_holder_finished_is_not_sent_again(jobs, mailer, mailbox):
     message = finished_job(jobs)
     jobs.claim(message["job_id"], EMAIL, lease=SCALED_LEASE * 5)
-    threading.Timer(
-        0.6, lambda: jobs.mark_delivered(message["job_id"], EMAIL, outcome="sent")
-    ).start()
+    jobs.mark_delivered(message["job_id"], EMAIL, outcome="sent")
 
     notifier(jobs, mailer, claim_lease=SCALED_LEASE * 5).handle(message, delivery())
 
     assert mailbox.messages(to=message["username"]) == []
 
 
+def test_the_email_goes_to_the_jobs_owner_not_to_whom_the_message_names(jobs, mailer, mailbox):
+    message = finished_job(jobs)
+    forged = {**message, "username": "attacker@example.com", "mp3_fid": "forged"}
+    run(forged, jobs, mailer)
+    [email] = mailbox.wait_for(1, to=message["username"], timeout=5)
+    assert mailbox.messages(to="attacker@example.com") == []
+    assert "forged" not in email.get_body(("plain",)).get_content()
+
+
+def test_a_job_not_finished_yet_is_retried_later(jobs, mailer, mailbox):
+    job = jobs.create(
+        job_id=new_job_id(),
+        owner="early@example.com",
+        video_fid=ObjectId(),
+        filename="a.mp4",
+        size=1,
+        options={},
+    )
+    with pytest.raises(TransientError, match="not finished"):
+        run({"job_id": job["_id"]}, jobs, mailer)
+    assert mailbox.messages(to="early@example.com") == []
+
+
 @pytest.mark.parametrize(
     ("message", "reason"),
     [
         ({}, "job_id"),
-        ({"job_id": "j", "username": "a@b.c"}, "status"),
-        ({"job_id": "j", "username": "a@b.c", "status": "weird"}, "unknown status"),
-        ({"job_id": "j", "username": "a@b.c", "status": "done"}, "mp3_fid"),
+        ({"job_id": ""}, "job_id"),
         ({"job_id": 5, "username": "a@b.c", "status": "done"}, "job_id"),
+        ({"job_id": ["j"]}, "job_id"),
     ],
 )
 def test_malformed_messages_are_permanent(jobs, mailer, message, reason):
@@ -225,8 +253,8 @@ def test_a_temporary_refusal_is_transient(jobs, rejecting_smtp):
 def test_compose_keeps_headers_on_one_line():
     email = compose(
         {
-            "job_id": "j1",
-            "username": "a@example.com",
+            "_id": "j1",
+            "owner": "a@example.com",
             "status": "done",
             "mp3_fid": "abc",
             "filename": "evil\r\nBcc: victim@example.com.mp4",
@@ -242,7 +270,7 @@ def test_compose_keeps_headers_on_one_line():
 def test_starttls_against_a_plain_server_is_transient(mailbox):
     mailer = Mailer(SmtpConfig(host=mailbox.host, port=mailbox.port, security="starttls"))
     email = compose(
-        {"job_id": "j", "username": "a@example.com", "status": "failed"},
+        {"_id": "j", "owner": "a@example.com", "status": "failed"},
         mail_from="video2mp3@localhost",
         public_url=PUBLIC_URL,
     )

@@ -32,15 +32,21 @@ def get_message(config: RabbitConfig, queue: str) -> tuple[pika.BasicProperties,
         connection.close()
 
 
-def put_raw(config: RabbitConfig, queue: str, body: bytes) -> None:
+def put_raw(
+    config: RabbitConfig,
+    queue: str,
+    body: bytes,
+    *,
+    message_id: str | None = None,
+    headers: dict | None = None,
+) -> None:
     """Put raw bytes straight on an existing queue, as a misbehaving producer would."""
     connection = pika.BlockingConnection(connection_parameters(config, "test-raw"))
     try:
         channel = connection.channel()
         channel.confirm_delivery()
-        channel.basic_publish(
-            "", queue, body, pika.BasicProperties(delivery_mode=2), mandatory=True
-        )
+        properties = pika.BasicProperties(delivery_mode=2, message_id=message_id, headers=headers)
+        channel.basic_publish("", queue, body, properties, mandatory=True)
     finally:
         connection.close()
 

@@ -22,10 +22,9 @@ import requests
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from common.messaging import purge_queues
 from devstack import servers
 from devstack.run import auth_cli
-from devstack.stack import Stack, StackError
+from devstack.stack import Stack, StackError, delete_queues
 from tests.support.tcp_proxy import TcpProxy
 
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024
@@ -127,6 +126,7 @@ def running_system(
         "RABBITMQ_URL": f"amqp://guest:guest@127.0.0.1:{proxies['broker'].port}/%2F",
         "VIDEO_QUEUE": f"e2e-{suffix}.video",
         "MP3_QUEUE": f"e2e-{suffix}.mp3",
+        "WEBHOOK_QUEUE": f"e2e-{suffix}.webhook",
         "AUTH_SVC_ADDRESS": f"127.0.0.1:{ports['AUTH_PORT']}",
         "PUBLIC_URL": f"http://127.0.0.1:{ports['GATEWAY_PORT']}",
         "MAX_CONTENT_LENGTH": str(MAX_UPLOAD_BYTES),
@@ -171,7 +171,7 @@ def running_system(
         stack.stop()
         for proxy in proxies.values():
             proxy.close()
-        purge_queues(rabbitmq_config, [env["VIDEO_QUEUE"], env["MP3_QUEUE"]])
+        delete_queues(rabbitmq_config, env)
         for name in (env["MONGO_VIDEOS_DB"], env["MONGO_MP3S_DB"]):
             mongo.drop_database(name)
         mongo.close()

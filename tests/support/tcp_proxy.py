@@ -23,6 +23,7 @@ class TcpProxy:
         self._lock = threading.Lock()
         self._pairs: set[tuple[socket.socket, socket.socket]] = set()
         self._refusing = False
+        self._holding: list[socket.socket] | None = None  # connections held silent
         self._closed = threading.Event()
         self._thread = threading.Thread(target=self._accept_loop, daemon=True)
         self._thread.start()
@@ -51,9 +52,21 @@ class TcpProxy:
         self._refusing = True
         self.drop()
 
+    def hold(self) -> None:
+        """Take new connections and never answer them, like a server that hangs."""
+        self._holding = []
+
     def accept(self) -> None:
-        """Forward new connections again."""
+        """Forward new connections again (and hang up on any held ones)."""
         self._refusing = False
+        held, self._holding = self._holding or [], None
+        for sock in held:
+            sock.close()
+
+    @property
+    def held(self) -> int:
+        """Return how many connections are being held silent."""
+        return len(self._holding or [])
 
     @property
     def connection_count(self) -> int:
@@ -75,6 +88,9 @@ class TcpProxy:
                 return
             if self._refusing:
                 client.close()
+                continue
+            if self._holding is not None:
+                self._holding.append(client)
                 continue
             try:
                 upstream = socket.create_connection(self.target, timeout=5)

@@ -1,0 +1,206 @@
+"""The admin API: the work queues' dead letters, listed, replayed and discarded.
+
+Admins only: anyone else gets 403. Queues go by the names ``video``, ``mp3`` and
+``webhook`` (400 for any other), whatever they are called on the broker. Every
+call opens its own broker connection (admin calls are rare) and answers 503 when
+the broker is unavailable. See ``common.deadletters`` for how a walk keeps the
+queue's order and where it stops, and docs/runbook.md for when to use which.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from flask import Blueprint, Response, current_app, jsonify, request
+from flask.blueprints import BlueprintSetupState
+
+from common.config import Env
+from common.deadletters import DEFAULT_PAGE, MAX_PAGE, DeadLetters, Outcome, work_queues
+from common.messaging import dead_letter_queue
+from common.web import ApiError
+from gateway.identity import current_user
+from gateway.services import EXTENSION as SERVICES_EXTENSION
+
+log = logging.getLogger(__name__)
+
+bp = Blueprint("admin", __name__, url_prefix="/admin")
+
+EXTENSION = "video2mp3.gateway.dead_letters"
+# A request walks a dead-letter queue for at most this long and this many messages
+# (about 1 ms a message), well inside gunicorn's and a proxy's timeouts; the answer
+# says when a walk stopped short, and the command line has no such bound.
+WALK_TIME_LIMIT = 10.0
+WALK_MAX_MESSAGES = 10_000
+MAX_IDS = 1000
+MAX_ID_LENGTH = 255  # an AMQP short string
+SELECTION_FIELDS = frozenset({"ids", "all", "confirm"})
+
+
+@dataclass(frozen=True)
+class DeadLetterAdmin:
+    """The broker client for dead letters and the queues an admin may name."""
+
+    dead_letters: DeadLetters
+    queues: dict[str, str]  # the API's name of each work queue -> its name on the broker
+
+
+@bp.record_once
+def _set_up(state: BlueprintSetupState) -> None:
+    """Read which queues an admin may name, once, as the app is built."""
+    config = state.app.extensions[SERVICES_EXTENSION].config
+    # The gateway's own config names only the video queue; the others are read as the
+    # workers read them (MP3_QUEUE, WEBHOOK_QUEUE).
+    queues = {**work_queues(Env()), "video": config.video_queue}
+    state.app.extensions[EXTENSION] = DeadLetterAdmin(
+        dead_letters=DeadLetters(
+            config.rabbit,
+            name="gateway-admin",
+            max_messages=WALK_MAX_MESSAGES,
+            time_limit=WALK_TIME_LIMIT,
+        ),
+        queues=queues,
+    )
+
+
+def _admin() -> DeadLetterAdmin:
+    return current_app.extensions[EXTENSION]
+
+
+@bp.before_request
+def require_admin() -> None:
+    """Let only admins through: 401 without a valid token, 403 for everyone else."""
+    if not current_user().admin:
+        raise ApiError(403, "forbidden", "Only admins may handle dead letters.")
+
+
+def _broker_queue(queue: str) -> str:
+    """Return the broker's name of the work queue the API calls ``queue``.
+
+    Raises:
+        ApiError: 400 ``unknown_queue`` for anything but the work queues.
+    """
+    queues = _admin().queues
+    if queue not in queues:
+        raise ApiError(
+            400, "unknown_queue", f"queue must be one of {', '.join(queues)}.", {"field": "queue"}
+        )
+    return queues[queue]
+
+
+@bp.get("/dead-letters")
+def dead_letter_counts() -> Response:
+    """Count the dead letters waiting for each work queue."""
+    admin = _admin()
+    counts = [
+        {
+            "queue": name,
+            "dead_letter_queue": dead_letter_queue(queue),
+            "messages": admin.dead_letters.count(queue),
+        }
+        for name, queue in admin.queues.items()
+    ]
+    return jsonify(queues=counts)
+
+
+@bp.get("/dead-letters/<queue>")
+def list_dead_letters(queue: str) -> Response:
+    """Describe the first dead letters of a work queue; every one stays in the queue."""
+    broker_queue = _broker_queue(queue)
+    limit = _limit()
+    listing = _admin().dead_letters.list(broker_queue, limit=limit)
+    return jsonify({**listing.as_dict(), "queue": queue, "limit": limit})
+
+
+@bp.post("/dead-letters/<queue>/replay")
+def replay_dead_letters(queue: str) -> Response:
+    """Put the chosen dead letters (or all) back on their work queue as fresh messages."""
+    dead_letters = _admin().dead_letters
+    return _settle(queue, dead_letters.replay, dead_letters.replay_all, confirm_all=False)
+
+
+@bp.post("/dead-letters/<queue>/discard")
+def discard_dead_letters(queue: str) -> Response:
+    """Delete the chosen dead letters, or all of them when confirmed."""
+    dead_letters = _admin().dead_letters
+    return _settle(queue, dead_letters.discard, dead_letters.discard_all, confirm_all=True)
+
+
+def _settle(
+    queue: str,
+    chosen: Callable[[str, list[str]], Outcome],
+    every: Callable[[str], Outcome],
+    *,
+    confirm_all: bool,
+) -> Response:
+    """Apply ``chosen`` to the dead letters the request names, or ``every`` to all of them."""
+    broker_queue = _broker_queue(queue)
+    ids = _selection(queue, needs_confirmation=confirm_all)
+    outcome = every(broker_queue) if ids is None else chosen(broker_queue, ids)
+    return _answer(queue, outcome)
+
+
+def _answer(queue: str, outcome: Outcome) -> Response:
+    log.info(
+        "%s %s %d dead letter(s) of %s (%d not found, walk %s)",
+        current_user().subject,
+        "replayed" if outcome.action == "replay" else "discarded",
+        outcome.count,
+        outcome.dead_letter_queue,
+        len(outcome.not_found),
+        "complete" if outcome.complete else f"stopped after {outcome.examined}",
+    )
+    return jsonify({**outcome.as_dict(), "queue": queue})
+
+
+def _limit() -> int:
+    raw = request.args.get("limit", "")
+    if raw == "":
+        return DEFAULT_PAGE
+    if not raw.isdigit() or not 1 <= int(raw) <= MAX_PAGE:
+        raise ApiError(400, "invalid_limit", f"limit must be between 1 and {MAX_PAGE}.")
+    return int(raw)
+
+
+def _selection(queue: str, *, needs_confirmation: bool) -> list[str] | None:
+    """Read ``{"ids": [...]}`` or ``{"all": true}`` from the body; None means all.
+
+    Discarding all also needs ``"confirm": "<queue>"``.
+
+    Raises:
+        ApiError: 400 for a body that chooses nothing, both, or carries bad ids.
+    """
+    body: Any = request.get_json(force=True, silent=True)
+    if not isinstance(body, dict):
+        raise ApiError(400, "invalid_json", "The request body must be a JSON object.")
+    unknown = sorted(set(body) - SELECTION_FIELDS)
+    if unknown:
+        raise ApiError(400, "invalid_request", f"Unknown fields: {', '.join(unknown)}.")
+    ids, everything = body.get("ids"), body.get("all", False)
+    if not isinstance(everything, bool):
+        raise ApiError(400, "invalid_request", "all must be true or false.")
+    if (ids is None) == (not everything):
+        raise ApiError(400, "invalid_request", 'Give either "ids" (a list) or "all": true.')
+    if everything:
+        if needs_confirmation and body.get("confirm") != queue:
+            raise ApiError(
+                400,
+                "confirmation_required",
+                f'Discarding every dead letter needs "confirm": "{queue}".',
+            )
+        return None
+    if (
+        not isinstance(ids, list)
+        or not 1 <= len(ids) <= MAX_IDS
+        or not all(isinstance(value, str) and 0 < len(value) <= MAX_ID_LENGTH for value in ids)
+    ):
+        raise ApiError(
+            400,
+            "invalid_ids",
+            f"ids must be a list of 1 to {MAX_IDS} message ids (strings of at most "
+            f"{MAX_ID_LENGTH} characters).",
+            {"field": "ids"},
+        )
+    return ids
