@@ -6,18 +6,12 @@ import logging
 from pathlib import Path
 
 from flask import Flask
-from werkzeug.middleware.proxy_fix import ProxyFix
 
 from auth_service import cli, db, passwords, throttle, tokens, views
 from auth_service import config as config_module
 from auth_service.config import Config
+from common.http.app import create_service_app
 from common.logs import configure_logging
-from common.web import (
-    install_error_handlers,
-    install_http_metrics,
-    install_openapi,
-    install_request_id,
-)
 
 # Requests carry a Basic header or a small JSON document, never uploads.
 MAX_CONTENT_LENGTH = 64 * 1024
@@ -36,19 +30,16 @@ def create_app(config: Config | None = None) -> Flask:
     configure_logging("auth", config.logging)
     # The connector narrates its plugin loading at INFO on every connection.
     logging.getLogger("mysql.connector").setLevel(logging.WARNING)
-    app = Flask(__name__, static_folder=None)  # an API: no static files to serve
-    app.config["MAX_CONTENT_LENGTH"] = MAX_CONTENT_LENGTH
-    if config.trusted_proxies:
-        # Each trusted proxy appends one X-Forwarded-For entry; trust that many,
-        # so the rate limits count the real client and not the gateway.
-        app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
-            app.wsgi_app, x_for=config.trusted_proxies, x_proto=config.trusted_proxies
-        )
+    app = create_service_app(
+        __name__,
+        spec_file=Path(__file__).with_name("openapi.yaml"),
+        max_content_length=MAX_CONTENT_LENGTH,
+        # Each trusted proxy appends one X-Forwarded-For entry; trust that many, so the
+        # rate limits count the real client and not the gateway.
+        trusted_proxies=config.trusted_proxies,
+        ready_checks={"mysql": db.ping},
+    )
     config_module.init_app(app, config)
-    install_request_id(app)
-    install_error_handlers(app)
-    install_http_metrics(app)
-    install_openapi(app, Path(__file__).with_name("openapi.yaml"))
     db.init_app(app)
     passwords.init_app(app, config.argon2)
     tokens.init_app(app, config)

@@ -28,7 +28,7 @@ from limits.strategies import MovingWindowRateLimiter
 
 from auth_service.config import Config, parse_rate_limit
 from common.errors import ConfigError, TransientError
-from common.web import ApiError
+from common.http.errors import ApiError
 
 _EXTENSION = "auth_service.throttle"
 

@@ -20,9 +20,8 @@ from auth_service.credentials import (
 )
 from auth_service.throttle import get_throttle
 from auth_service.tokens import get_signer, get_verifier
-from common.errors import TransientError
+from common.http.errors import ApiError
 from common.tokens import Claims, InvalidToken, bearer_token
-from common.web import ApiError, error_response
 
 log = logging.getLogger(__name__)
 
@@ -96,25 +95,6 @@ def jwks() -> Response:
     response = jsonify(get_signer().jwks())
     response.headers["Cache-Control"] = "public, max-age=300"
     return response
-
-
-@bp.get("/health")
-def health() -> Response:
-    """Say the process is up; checks no dependency."""
-    return jsonify(status="ok")
-
-
-@bp.get("/ready")
-def ready() -> Response:
-    """Say whether MySQL answers and the users table exists."""
-    try:
-        db.ping()
-    except TransientError as exc:
-        log.warning("not ready: %s", exc)
-        return error_response(
-            503, "not_ready", "The users database is unreachable or not initialized."
-        )
-    return jsonify(status="ready")
 
 
 def _not_allowed(caller: Claims | None, message: str) -> ApiError:

@@ -11,7 +11,7 @@ import argparse
 import time
 
 from bench import converter, load, mongo, pipeline, scale, storage
-from bench.harness import Result, format_table, heading, report
+from bench.results import Result, format_table, heading, report
 
 BENCHES = {
     "converter": converter.run,

@@ -28,20 +28,9 @@ from pathlib import Path
 
 from moviepy import AudioFileClip
 
-from bench.harness import (
-    Cost,
-    Result,
-    Series,
-    heading,
-    interleave,
-    long_video,
-    measure_call,
-    mp3_audio_mkv,
-    pcm_wav,
-    report,
-    run_ffmpeg,
-    series_row,
-)
+from bench.measurement import Cost, interleave, measure_call
+from bench.media import long_video, mp3_audio_mkv, pcm_wav, run_ffmpeg
+from bench.results import Result, Series, heading, report, series_row
 from common.options import Options
 from converter.transcode import probe, transcode
 
@@ -49,7 +38,7 @@ BENCH = "converter"
 MODULE = "bench.converter"  # run by name in a fresh process, also when this is __main__
 
 
-# --- what runs in the measuring process (python -m bench.harness call ...) ------------
+# --- what runs in the measuring process (python -m bench.measurement call ...) --------
 # It imports this module before it starts measuring, so imports cost no measured time.
 
 
@@ -135,7 +124,7 @@ def run(runs: int = 5) -> list[Result]:
 
         wall = interleave(
             runs,
-            bare=measured("bare", "bench.harness:bare_ffmpeg", str(source), out),
+            bare=measured("bare", "bench.media:bare_ffmpeg", str(source), out),
             transcode=measured("transcode", f"{MODULE}:transcode_given_probe", str(source), out),
             job=measured("job", f"{MODULE}:probe_and_transcode", str(source), out),
             probe=measured("probe", f"{MODULE}:probe_only", str(source)),

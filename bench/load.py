@@ -28,7 +28,6 @@ import argparse
 import asyncio
 import base64
 import os
-import resource
 import threading
 import time
 from dataclasses import dataclass, field
@@ -36,10 +35,11 @@ from dataclasses import dataclass, field
 import pymongo
 from argon2 import PasswordHasher
 
-from bench.harness import Result, Series, heading, report
+from bench.measurement import CpuWindow
+from bench.results import Result, Series, heading, report
 from bench.system import BENCH_PASSWORD, BenchSystem, bench_system
-from common.jobs import DONE, utcnow
-from common.procs import cpu_seconds
+from common.jobs import DONE
+from common.mongo import utcnow
 from devstack.procs import child_pids
 
 BENCH = "load"
@@ -141,41 +141,6 @@ async def _client(
             result.errors += 1
     if connection is not None:
         connection[1].close()
-
-
-class CpuWindow:
-    """The CPU seconds of watched process groups, and of this process as ``client``,
-    between two ``perf_counter()`` moments; read on timer threads while a load runs."""
-
-    def __init__(self, start: float, end: float, watch: dict[str, list[int]], client: str) -> None:
-        self._watch = watch
-        self._client = client
-        self._snapshots: list[dict[str, float]] = []
-        self._timers = [
-            threading.Timer(max(0.0, moment - time.perf_counter()), self._snapshot)
-            for moment in (start, end)
-        ]
-
-    def __enter__(self) -> CpuWindow:
-        for timer in self._timers:
-            timer.start()
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        for timer in self._timers:
-            timer.join()
-
-    def used(self) -> dict[str, float]:
-        """Return each group's CPU seconds within the window (after the block)."""
-        before, after = self._snapshots
-        return {name: after[name] - before[name] for name in before}
-
-    def _snapshot(self) -> None:
-        watch = self._watch
-        snapshot = {name: sum(cpu_seconds(pid) for pid in pids) for name, pids in watch.items()}
-        own = resource.getrusage(resource.RUSAGE_SELF)
-        snapshot[self._client] = own.ru_utime + own.ru_stime
-        self._snapshots.append(snapshot)
 
 
 def run_load(

@@ -26,7 +26,8 @@ from datetime import UTC, datetime, timedelta
 import pymongo
 from bson import ObjectId
 
-from bench.harness import Result, Series, heading, interleave, report, series_row
+from bench.measurement import interleave, server_cpu_per_call
+from bench.results import Result, Series, heading, report, series_row
 from common.config import MongoConfig
 from common.jobs import SUPERSEDED_INDEXES, JobStore
 from common.procs import cpu_seconds
@@ -36,14 +37,6 @@ from devstack import servers
 BENCH = "mongo"
 OWNERS = 5
 JOBS_PER_OWNER = 1000
-
-
-def server_cpu_per_call(pid: int, call: Callable[[], object], calls: int) -> float:
-    """Return the server's CPU milliseconds per ``call``, over ``calls`` calls."""
-    before = cpu_seconds(pid)
-    for _ in range(calls):
-        call()
-    return (cpu_seconds(pid) - before) * 1000 / calls
 
 
 def jobs_collection(storage: Storage) -> pymongo.collection.Collection:

@@ -10,7 +10,8 @@ then one upload through the gateway, timed from the 202 to the job being seen do
 downloadable from that moment) and to its email reaching the SMTP sink.
 
 Targets: the 10-minute file done within 1.3x the bare ffmpeg time; the clip's p50 under
-300 ms (all of which is overhead: ffmpeg alone takes about a tenth of a second on it).
+300 ms, nearly all of it overhead (ffmpeg alone: the "pipeline | 5 s clip: bare ffmpeg"
+row of docs/performance.md).
 """
 
 from __future__ import annotations
@@ -21,16 +22,9 @@ from pathlib import Path
 
 import requests
 
-from bench.harness import (
-    Result,
-    Series,
-    heading,
-    long_video,
-    report,
-    series_row,
-    timed_bare_ffmpeg,
-    video,
-)
+from bench.measurement import timed_bare_ffmpeg
+from bench.media import long_video, video
+from bench.results import Result, Series, heading, report, series_row
 from bench.system import BenchSystem, bench_system
 
 BENCH = "pipeline"

@@ -22,7 +22,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from bench.harness import Result, Series, bare_ffmpeg, heading, report, series_row, video
+from bench.media import bare_ffmpeg, video
+from bench.results import Result, Series, heading, report, series_row
 from bench.system import BenchSystem, bench_system
 from common.jobs import DONE, FAILED
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import http.client
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,38 +29,15 @@ from pathlib import Path
 import gridfs
 from bson import ObjectId
 
-from bench.harness import (
-    CACHE,
-    Result,
-    Series,
-    heading,
-    paired_ratio,
-    report,
-    video,
-)
+from bench.media import big_file
+from bench.results import Result, Series, heading, paired_ratio, report
 from bench.system import BenchSystem, bench_system
-from common.jobs import DONE, utcnow
+from common.jobs import DONE
+from common.mongo import utcnow
 from devstack.procs import RssSampler
 
 BENCH = "storage"
 READ_SIZE = 1024 * 1024
-
-
-def big_file(mib: int) -> Path:
-    """Return a cached file of ``mib`` MiB: an MP4's first 4 KiB, then random bytes."""
-    path = CACHE / f"random-{mib}MiB.mp4"
-    if not path.exists() or path.stat().st_size != mib * 1024 * 1024:
-        head = video(5, "320x240", name="clip-5s.mp4").read_bytes()[:4096]
-        partial = path.with_suffix(".partial")
-        with partial.open("wb") as out:
-            out.write(head)
-            remaining = mib * 1024 * 1024 - len(head)
-            while remaining > 0:
-                piece = os.urandom(min(READ_SIZE, remaining))
-                out.write(piece)
-                remaining -= len(piece)
-        partial.rename(path)
-    return path
 
 
 class _Discard:

@@ -1,8 +1,9 @@
 """An isolated video2mp3 stack for benchmarks, started the way ``make run`` starts it.
 
 The four services run as processes through ``devstack.stack.Stack`` (gunicorn for the
-HTTP services, ``python -m`` for the workers) with ``make run``'s defaults (2 gunicorn
-workers of 4 threads, production argon2 cost), on free ports, against:
+HTTP services, ``python -m`` for the workers), set up by ``devstack.system`` as make run's
+and the tests' are, with ``make run``'s defaults (2 gunicorn workers of 4 threads,
+production argon2 cost), on free ports, against:
 the machine's MariaDB (a fresh database) and RabbitMQ (queues with a per-run prefix),
 a mongod of our own (a single-node replica set) keeping its data on disk in a temp
 folder (as ``make run`` does), and an SMTP sink. Everything is removed again on the way out.
@@ -14,7 +15,6 @@ import contextlib
 import http.client
 import json
 import os
-import secrets
 import shutil
 import tempfile
 import time
@@ -25,18 +25,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
-import mysql.connector
 import pymongo
 import requests
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 
-from common.config import RabbitConfig
 from devstack import servers
 from devstack.mailsink import MailSink
 from devstack.procs import child_pids
-from devstack.run import auth_cli
-from devstack.stack import Stack, StackError, delete_queues
+from devstack.stack import Stack, StackError
+from devstack.system import Dependencies, auth_cli, free_ports, isolated_stack, system_env
 from video2mp3.multipart import MultipartUpload
 
 UPLOAD_CHUNK = 1024 * 1024
@@ -173,113 +169,52 @@ def bench_system(
 ) -> Iterator[BenchSystem]:
     """Start an isolated stack with the named services; stop and remove it all afterwards."""
     run_dir = Path(tempfile.mkdtemp(prefix="v2m-bench-"))
-    suffix = uuid.uuid4().hex[:10]
-    database = f"v2m_bench_{suffix}"
-    ports = {
-        name: servers.free_port()
-        for name in ("AUTH_PORT", "GATEWAY_PORT", "CONVERTER_PORT", "NOTIFICATION_PORT")
-    }
     mariadb = servers.mariadb()
     rabbitmq = servers.rabbitmq()
     mariadb.ensure()
     rabbitmq.ensure()
     mongo_server = servers.MongoServer(run_dir / "mongod", log_path=run_dir / "mongod.log")
     mail = MailSink(servers.free_port())
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    key_path = run_dir / "jwt.pem"
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
+    dependencies = Dependencies(
+        # The machine's MariaDB, as make run and make test use it (root, no password, by default).
+        mysql_user=os.environ.get("BENCH_MYSQL_USER", "root"),
+        mysql_password=os.environ.get("BENCH_MYSQL_PASSWORD", ""),
+        mongo_uri=mongo_server.uri,
+        smtp_port=mail.port,
     )
-    key_path.chmod(0o600)
-    rabbit_url = "amqp://guest:guest@127.0.0.1:5672/%2F"
-    # The machine's MariaDB, as make run and make test use it (root, no password, by default).
-    mysql_user = os.environ.get("BENCH_MYSQL_USER", "root")
-    mysql_password = os.environ.get("BENCH_MYSQL_PASSWORD", "")
-    env = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "HOME": str(run_dir),
-        "APP_ENV": "development",
-        "LOG_FORMAT": "text",
-        "MYSQL_HOST": mariadb.host,
-        "MYSQL_PORT": str(mariadb.port),
-        "MYSQL_USER": mysql_user,
-        "MYSQL_PASSWORD": mysql_password,
-        "MYSQL_DB": database,
-        "JWT_PRIVATE_KEY_FILE": str(key_path),
+    given = {
         # Logins are measured separately; the rest of a benchmark logs in a handful of times.
         "LOGIN_RATE_LIMIT_CLIENT": "100000/minute",
         "LOGIN_RATE_LIMIT_ACCOUNT": "100000/minute",
-        "MONGO_URI": mongo_server.uri,
-        "MONGO_VIDEOS_DB": "videos",
-        "MONGO_MP3S_DB": "mp3s",
-        "RABBITMQ_URL": rabbit_url,
-        "VIDEO_QUEUE": f"bench-{suffix}.video",
-        "MP3_QUEUE": f"bench-{suffix}.mp3",
-        "WEBHOOK_QUEUE": f"bench-{suffix}.webhook",
-        "AUTH_SVC_ADDRESS": f"127.0.0.1:{ports['AUTH_PORT']}",
-        "PUBLIC_URL": f"http://127.0.0.1:{ports['GATEWAY_PORT']}",
-        "MAX_CONTENT_LENGTH": "2GiB",
-        "SMTP_HOST": "127.0.0.1",
-        "SMTP_PORT": str(mail.port),
-        "SMTP_SECURITY": "none",
-        "MAIL_FROM": "video2mp3@localhost",
-        "BIND_HOST": "127.0.0.1",
-        "HEALTH_HOST": "127.0.0.1",
-        "WEBHOOK_SECRET": secrets.token_urlsafe(24),
         "CONVERTER_WORKDIR": str(run_dir),
-        **{name: str(port) for name, port in ports.items()},
         **(extra_env or {}),
     }
-    overrides = {
-        "auth": {"TRUSTED_PROXIES": "1", "PROMETHEUS_MULTIPROC_DIR": str(run_dir / "metrics-auth")},
-        "gateway": {"PROMETHEUS_MULTIPROC_DIR": str(run_dir / "metrics-gateway")},
-    }
-    stack = Stack(env, run_dir / "logs", overrides=overrides)
-    admin = mysql.connector.connect(
-        host=mariadb.host, port=mariadb.port, user=mysql_user, password=mysql_password
-    )
-    mongo: pymongo.MongoClient | None = None
-    system: BenchSystem | None = None
-    try:
-        admin.cursor().execute(f"CREATE DATABASE `{database}`")
+    env = system_env(run_dir, free_ports(), dependencies, isolate="bench", given=given)
+    with contextlib.ExitStack() as cleanup:
+        cleanup.callback(shutil.rmtree, run_dir, ignore_errors=True)
+        cleanup.callback(rabbitmq.stop_if_started)
+        cleanup.callback(mariadb.stop_if_started)
         mongo_server.start()
+        cleanup.callback(mongo_server.stop)
         mail.start()
-        mongo = pymongo.MongoClient(env["MONGO_URI"], tz_aware=True)
-        auth_cli(env, "init-db")
-        stack.start(services)
-        system = BenchSystem(
-            stack=stack,
-            env=env,
-            run_dir=run_dir,
-            mongo=mongo,
-            gateway=f"http://127.0.0.1:{ports['GATEWAY_PORT']}",
-            auth=f"http://127.0.0.1:{ports['AUTH_PORT']}",
-            mail=mail,
-            mongo_server=mongo_server,
-        )
-        yield system
-    except StackError:
-        for log in sorted(run_dir.glob("logs*/*.log")):
-            print(f"--- {log.name} ---\n{log.read_text(errors='replace')[-3000:]}")
-        raise
-    finally:
-        if system is not None:
-            for extra in system.extra_converters:
-                extra.stop()
-        stack.stop()
-        with contextlib.suppress(Exception):
-            mail.stop()
-        if mongo is not None:
-            mongo.close()
-        mongo_server.stop()
-        with contextlib.suppress(Exception):
-            delete_queues(RabbitConfig(url=rabbit_url), env)
-        admin.cursor().execute(f"DROP DATABASE IF EXISTS `{database}`")
-        admin.close()
-        mariadb.stop_if_started()
-        rabbitmq.stop_if_started()
-        shutil.rmtree(run_dir, ignore_errors=True)
+        cleanup.callback(mail.stop)
+        mongo = cleanup.enter_context(pymongo.MongoClient(env["MONGO_URI"], tz_aware=True))
+        stack = cleanup.enter_context(isolated_stack(env, dependencies, run_dir))
+        try:
+            stack.start(services)
+            system = BenchSystem(
+                stack=stack,
+                env=env,
+                run_dir=run_dir,
+                mongo=mongo,
+                gateway=f"http://127.0.0.1:{env['GATEWAY_PORT']}",
+                auth=f"http://127.0.0.1:{env['AUTH_PORT']}",
+                mail=mail,
+                mongo_server=mongo_server,
+            )
+            cleanup.callback(system.stop_converters)
+            yield system
+        except StackError:
+            for log in sorted(run_dir.glob("logs*/*.log")):
+                print(f"--- {log.name} ---\n{log.read_text(errors='replace')[-3000:]}")
+            raise

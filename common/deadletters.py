@@ -41,6 +41,7 @@ from pika.adapters.blocking_connection import BlockingChannel
 from common.config import Env, RabbitConfig
 from common.errors import ConfigError, TransientError
 from common.logs import log_context
+from common.messages import job_id_in
 from common.messaging import (
     ATTEMPT_HEADER,
     BROKER_ERRORS,
@@ -382,8 +383,7 @@ def _job_id(body: bytes) -> str | None:
         message = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError):
         return None
-    job_id = message.get("job_id") if isinstance(message, dict) else None
-    return job_id if isinstance(job_id, str) else None
+    return job_id_in(message)
 
 
 def _text(value: object) -> str | None:

@@ -29,7 +29,7 @@ class AppLogsRequests(Logger):
     """
 
     def access(self, resp: Any, req: Any, environ: Any, request_time: Any) -> None:
-        """Log nothing: ``common.web`` writes one line per request, with its request id."""
+        """Log nothing: ``common.http.observe`` writes one line per request, with its request id."""
 
 
 def _on_starting(_server: Any) -> None:
@@ -72,7 +72,7 @@ def gunicorn_settings(
         "timeout": 30,
         "graceful_timeout": 20,
         "keepalive": 5,
-        # Requests are logged by the app (common.web), as one line each with their request
+        # Requests are logged by the app (common.http.observe), as one line each with their request
         # id; gunicorn's own lines (boot, worker exits) go through the same formatter.
         "accesslog": None,
         "logger_class": AppLogsRequests,

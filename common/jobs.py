@@ -21,30 +21,19 @@ from pathlib import PurePosixPath
 from typing import Any
 
 import pymongo
+import pymongo.collection
 from bson import ObjectId
 
 from common.config import MongoConfig
-from common.storage import parse_object_id, translate_errors
+from common.mongo import parse_object_id, translate_errors, utcnow
 
 QUEUED, PROCESSING, DONE, FAILED = "queued", "processing", "done", "failed"
 STATUSES = (QUEUED, PROCESSING, DONE, FAILED)
 FINISHED = (DONE, FAILED)
-EMAIL, WEBHOOK = "email", "webhook"
-# How the owner is told about a finished job: (done-at field, claim-lease field).
-_DELIVERIES = {
-    EMAIL: ("notified_at", "notify_lease_until"),
-    WEBHOOK: ("webhook_done_at", "webhook_lease_until"),
-}
 
 # A job the gateway recorded but never saw on the queue. Only an explicit null
 # counts: records older than the field never get swept.
 _ABANDONED = {"status": QUEUED, "enqueued_at": {"$type": "null"}}
-
-
-def utcnow() -> datetime:
-    """Return the current time, timezone-aware, at MongoDB's millisecond precision."""
-    now = datetime.now(UTC)
-    return now.replace(microsecond=now.microsecond // 1000 * 1000)
 
 
 def new_job_id() -> str:
@@ -56,18 +45,6 @@ def mp3_filename(original: str | None) -> str:
     """Return the MP3's name: the original file's name with an .mp3 extension."""
     stem = PurePosixPath(original or "audio").stem or "audio"
     return f"{stem}.mp3"
-
-
-def video_message(job: Mapping[str, Any]) -> dict[str, Any]:
-    """Build the video-queue message that asks a converter to convert ``job``."""
-    return {
-        "job_id": job["_id"],
-        "video_fid": str(job["video_fid"]),
-        "mp3_fid": None,
-        "username": job["owner"],
-        "filename": job.get("filename"),
-        "options": job.get("options", {}),
-    }
 
 
 def public_view(job: Mapping[str, Any]) -> dict[str, Any]:
@@ -107,11 +84,18 @@ class Activity:
 SUPERSEDED_INDEXES = ("owner_1_created_at_-1", "owner_1_status_1_created_at_-1")
 
 
+def jobs_collection(
+    client: pymongo.MongoClient, config: MongoConfig
+) -> pymongo.collection.Collection:
+    """Return the collection the job records live in."""
+    return client[config.videos_db]["jobs"]
+
+
 class JobStore:
     """Read and move job records."""
 
     def __init__(self, client: pymongo.MongoClient, config: MongoConfig) -> None:
-        self._jobs = client[config.videos_db]["jobs"]
+        self._jobs = jobs_collection(client, config)
 
     def ensure_indexes(self) -> None:
         """Create the indexes the API and workers query by; safe to repeat."""
@@ -183,7 +167,8 @@ class JobStore:
         """Return the job if ``owner`` owns it; None for unknown ids and other people's jobs."""
         job = self.get(job_id)
         # Owner checked here, not in the query: MongoDB answers a query on _id alone by
-        # its fast path, for less server CPU than the two-field one (bench/mongo.py).
+        # its fast path, for less server CPU than the two-field one: docs/performance.md,
+        # "The workarounds SecantusDB had justified", row "`get_owned` asks by `_id` alone".
         return job if job is not None and job.get("owner") == owner else None
 
     def find_by_file(self, file_id: object, owner: str) -> dict[str, Any] | None:
@@ -287,58 +272,6 @@ class JobStore:
                 {"$set": {"status": FAILED, "error": error, "finished_at": now, "updated_at": now}},
             )
         return result.modified_count == 1
-
-    def claim(self, job_id: str, kind: str, *, lease: timedelta) -> dict[str, Any] | None:
-        """Claim the right to tell the owner about a job by ``kind`` (email or webhook).
-
-        None if that was done already or another worker holds a live claim. A claim
-        whose lease ran out (its holder died mid-send) can be claimed again, so a
-        crash costs at worst a late message, never a lost one.
-        """
-        done, lease_field = _DELIVERIES[kind]
-        now = utcnow()
-        with translate_errors(f"claiming the {kind} of a job"):
-            return self._jobs.find_one_and_update(
-                {
-                    "_id": job_id,
-                    done: None,
-                    "$or": [
-                        {lease_field: {"$exists": False}},
-                        {lease_field: None},
-                        {lease_field: {"$lt": now}},
-                    ],
-                },
-                {"$set": {lease_field: now + lease}},
-                return_document=pymongo.ReturnDocument.AFTER,
-            )
-
-    def delivered(self, job_id: str, kind: str) -> bool:
-        """Tell whether the owner was told about the job by ``kind`` (or the job is gone)."""
-        with translate_errors(f"reading the {kind} of a job"):
-            job = self._jobs.find_one({"_id": job_id}, {_DELIVERIES[kind][0]: 1})
-        return job is None or job.get(_DELIVERIES[kind][0]) is not None
-
-    def mark_webhook_queued(self, job_id: str) -> None:
-        """Record that the job's webhook call was handed to its own queue."""
-        with translate_errors("recording a queued webhook"):
-            self._jobs.update_one(
-                {"_id": job_id, "webhook_queued_at": None},
-                {"$set": {"webhook_queued_at": utcnow()}},
-            )
-
-    def release(self, job_id: str, kind: str) -> None:
-        """Give up a claim so a retry can take it at once."""
-        with translate_errors(f"releasing the {kind} of a job"):
-            self._jobs.update_one({"_id": job_id}, {"$set": {_DELIVERIES[kind][1]: None}})
-
-    def mark_delivered(self, job_id: str, kind: str, *, outcome: str) -> None:
-        """Record that the owner was told by ``kind``, or that it failed for good (``outcome``)."""
-        done, lease_field = _DELIVERIES[kind]
-        with translate_errors(f"recording the {kind} of a job"):
-            self._jobs.update_one(
-                {"_id": job_id},
-                {"$set": {done: utcnow(), lease_field: None, f"{kind}_outcome": outcome}},
-            )
 
     def requeue_stale(self, *, idle_for: timedelta) -> dict[str, Any] | None:
         """Put back one processing job untouched for ``idle_for`` (its worker died); None if none.

@@ -36,7 +36,7 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -49,6 +49,7 @@ from common import metrics
 from common.config import RabbitConfig, redact_url
 from common.errors import PermanentError, RetryLater, TransientError
 from common.logs import log_context
+from common.messages import job_id_in
 from common.retry import RetryLadder, backoff_delay
 
 log = logging.getLogger(__name__)
@@ -500,8 +501,7 @@ class Consumer:
         message: dict[str, Any] | None = None
         try:
             message = decode_message(body, max_bytes=self._max_message_bytes)
-            job_id = message.get("job_id")
-            with log_context(job_id=job_id if isinstance(job_id, str) else None):
+            with log_context(job_id=job_id_in(message)):
                 self._handler(message, delivery)
             return _Outcome.ACK
         except PermanentError as exc:
@@ -593,22 +593,3 @@ def attempt_of(properties: pika.BasicProperties) -> int:
     """Return which attempt at its message a delivery is (1 for the first)."""
     value = (properties.headers or {}).get(ATTEMPT_HEADER, 1)
     return value if isinstance(value, int) and value >= 1 else 1
-
-
-def purge_queues(
-    config: RabbitConfig, queues: Iterable[str], *, ladders: Iterable[RetryLadder] = ()
-) -> None:
-    """Delete the named queues, their dead-letter queues and the delay queues of ``ladders``,
-    for tests and teardown."""
-    ladders = list(ladders)
-    connection = pika.BlockingConnection(connection_parameters(config, "purge"))
-    try:
-        channel = connection.channel()
-        for queue in queues:
-            names = set(queue_family(queue))
-            for ladder in ladders:
-                names.update(queue_family(queue, ladder))
-            for name in sorted(names):
-                channel.queue_delete(name)
-    finally:
-        connection.close()

@@ -1,6 +1,9 @@
-"""Prometheus metrics: every metric the services export is defined here, once.
+"""Prometheus metrics the services share (HTTP, queues), and how each process serves its own.
 
-(The Flask side, timing requests and serving ``/metrics``, is ``common.web``.)
+Each service defines its own metrics in its ``metrics`` module (``gateway.metrics``,
+``converter.metrics``, ``notification.metrics``), so a process registers only what
+it exports. (The Flask side, timing requests and serving ``/metrics``, is
+``common.http.observe``.)
 
 The Flask services run under gunicorn with several worker processes; with
 ``PROMETHEUS_MULTIPROC_DIR`` set, prometheus_client keeps each process's values
@@ -41,32 +44,6 @@ HTTP_LATENCY = Histogram(
     ["endpoint", "method"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
 )
-UPLOADS = Counter(
-    "video2mp3_uploads_total",
-    "Uploads by outcome: accepted, rejected (bad input) or failed (a dependency was down).",
-    ["outcome"],
-)
-UPLOAD_BYTES = Histogram(
-    "video2mp3_upload_size_bytes",
-    "Size of accepted uploads.",
-    buckets=tuple(2**n for n in range(16, 32, 2)),  # 64 KiB .. 2 GiB
-)
-JOBS_FINISHED = Counter(
-    "video2mp3_jobs_finished_total",
-    "Jobs that reached a final status (done or failed).",
-    ["status"],
-)
-CONVERSION_SECONDS = Histogram(
-    "video2mp3_conversion_seconds",
-    "Wall time of one ffmpeg conversion, by mode (reencode or copy).",
-    ["mode"],
-    buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600),
-)
-CONVERSIONS_ACTIVE = Gauge(
-    "video2mp3_conversions_active",
-    "Conversions running right now.",
-    multiprocess_mode="livesum",
-)
 PUBLISH_FAILURES = Counter(
     "video2mp3_publish_failures_total",
     "Publishes that failed after their retries, by queue.",
@@ -89,11 +66,6 @@ DEAD_LETTERS = Gauge(
     ["queue"],
     multiprocess_mode="liveall",
 )
-EMAILS = Counter(
-    "video2mp3_emails_total",
-    "Emails by outcome: sent, refused (permanently, by the mail server) or failed (will retry).",
-    ["outcome"],
-)
 
 
 def registry() -> CollectorRegistry:
@@ -108,15 +80,3 @@ def registry() -> CollectorRegistry:
 def exposition() -> tuple[bytes, str]:
     """Return the current metrics in Prometheus' text format, and its content type."""
     return generate_latest(registry()), CONTENT_TYPE_LATEST
-
-
-WEBHOOKS = Counter(
-    "video2mp3_webhooks_total",
-    "Webhook calls by outcome: delivered, refused (for good) or failed (will retry).",
-    ["outcome"],
-)
-ORPHANS_REMOVED = Counter(
-    "video2mp3_orphaned_files_removed_total",
-    "Stored files no job referred to that housekeeping deleted, by kind (mp3).",
-    ["kind"],
-)

@@ -1,17 +1,15 @@
-"""MongoDB: the GridFS buckets for videos and MP3s, and the client they share.
+"""MongoDB GridFS: the buckets for videos and MP3s, over one shared client.
 
-This module and ``common.jobs`` are the only places that talk to MongoDB.
 Files stream in and out in chunks, never whole in memory. Connection failures
-surface as ``TransientError`` and unknown ids as ``FileNotFound``.
+surface as ``TransientError`` and unknown ids as ``FileNotFound`` (``common.mongo``).
 """
 
 from __future__ import annotations
 
 import collections
-import contextlib
 import logging
 from collections.abc import Iterator, Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, BinaryIO
 
 import gridfs
@@ -20,10 +18,10 @@ import pymongo
 import pymongo.collection
 import pymongo.errors
 from bson import ObjectId
-from bson.errors import InvalidId
 
 from common.config import MongoConfig
-from common.errors import PermanentError, TransientError
+from common.errors import TransientError
+from common.mongo import FileNotFound, connect, parse_object_id, translate_errors, utcnow
 from common.retry import retry_transient
 
 log = logging.getLogger(__name__)
@@ -33,51 +31,6 @@ CHUNK_SIZE = 1024 * 1024  # GridFS chunk and streaming read size
 UPLOAD_BATCH_CHUNKS = 4
 # Chunks a download fetches per query: few round trips, a few MiB held per download.
 READ_BATCH_CHUNKS = 4
-
-
-class FileNotFound(PermanentError):
-    """No stored file has that id."""
-
-
-def parse_object_id(value: object) -> ObjectId:
-    """Turn a client-supplied id into an ObjectId.
-
-    Raises:
-        FileNotFound: the value is not a well-formed id, so no file can have it.
-    """
-    if isinstance(value, ObjectId):
-        return value
-    try:
-        return ObjectId(str(value))
-    except (InvalidId, TypeError):
-        raise FileNotFound(f"no file with id {value!r}") from None
-
-
-@contextlib.contextmanager
-def translate_errors(action: str) -> Iterator[None]:
-    """Turn pymongo's failures into the project's error classes."""
-    try:
-        yield
-    except gridfs.errors.NoFile as exc:
-        raise FileNotFound(str(exc)) from None
-    except pymongo.errors.ConnectionFailure as exc:
-        # AutoReconnect, NetworkTimeout and server selection timeouts all land
-        # here: the store is down or unreachable for now.
-        raise TransientError(f"MongoDB unavailable while {action}: {exc}") from exc
-
-
-def connect(config: MongoConfig) -> pymongo.MongoClient:
-    """Create a client; it connects lazily, so this never blocks or fails on a down server."""
-    return pymongo.MongoClient(
-        config.uri,
-        connect=False,  # safe to create before gunicorn forks its workers
-        serverSelectionTimeoutMS=config.timeout_ms,
-        connectTimeoutMS=config.timeout_ms,
-        socketTimeoutMS=max(config.timeout_ms * 6, 30_000),
-        retryWrites=True,
-        appname="video2mp3",
-        tz_aware=True,
-    )
 
 
 class Upload:
@@ -154,7 +107,7 @@ class Upload:
                     "_id": self._file_id,
                     "length": self.size,
                     "chunkSize": self._chunk_size,
-                    "uploadDate": _now_ms(),
+                    "uploadDate": utcnow(),
                     "filename": self._filename,
                     "metadata": self._metadata,
                 }
@@ -181,12 +134,6 @@ class Upload:
             )
         except (TransientError, pymongo.errors.PyMongoError) as exc:
             log.warning("could not remove the aborted upload %s: %s", self._file_id, exc)
-
-
-def _now_ms() -> datetime:
-    """Return the current UTC time at MongoDB's millisecond precision."""
-    now = datetime.now(UTC)
-    return now.replace(microsecond=now.microsecond // 1000 * 1000)
 
 
 class ChunkReader:

@@ -36,7 +36,8 @@ DEFAULT_LEEWAY_SECONDS = 30.0
 # anonymous caller can make us do before the signature check.
 MAX_TOKEN_LENGTH = 8192
 # Verified tokens kept per process: a page polling its jobs sends the same token again
-# and again, and the RS256 check and JWT parsing were a sixth of such a request's CPU.
+# and again, and checking it each time was a large part of such a request's CPU:
+# docs/performance.md, "What was profiled and changed", row "Verified tokens cached".
 VERIFIED_CACHE_SIZE = 1024
 VERIFIED_CACHE_SECONDS = 60.0
 

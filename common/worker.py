@@ -18,6 +18,8 @@ from collections.abc import Callable, Iterator, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from common import metrics
+from common.errors import TransientError
+from common.http.health import Check, alive, readiness
 from common.messaging import Consumer
 
 log = logging.getLogger(__name__)
@@ -126,16 +128,21 @@ class HealthServer:
 def _health(stall: StallWatch | None) -> tuple[int, str, bytes]:
     problem = stall.problem() if stall is not None else None
     if problem is None:
-        return _json(200, {"status": "ok"})
+        return _json(*alive())
     log.warning("failing the health check: %s", problem)
     return _json(503, {"status": "stalled", "message": problem})
 
 
 def _ready(consumers: Sequence[Consumer]) -> tuple[int, str, bytes]:
-    queues = [consumer.queue for consumer in consumers]
-    if all(consumer.is_connected for consumer in consumers):
-        return _json(200, {"status": "ready", "queues": queues})
-    return _json(503, {"status": "unavailable", "queues": queues})
+    return _json(*readiness({f"queue {c.queue}": _consuming(c) for c in consumers}))
+
+
+def _consuming(consumer: Consumer) -> Check:
+    def check() -> None:
+        if not consumer.is_connected:
+            raise TransientError(f"not consuming {consumer.queue}: no broker connection")
+
+    return check
 
 
 def _metrics() -> tuple[int, str, bytes]:

@@ -17,43 +17,17 @@ from typing import Any
 
 from bson import ObjectId
 
-from common import metrics
 from common.errors import PermanentError, TransientError
 from common.jobs import DONE, FAILED, JobStore, mp3_filename
+from common.messages import job_id_in, mp3_message, read_video_message
 from common.messaging import Delivery, Publisher
 from common.options import Options
 from common.storage import Storage
 from common.worker import StallWatch
+from converter import metrics
 from converter.transcode import MAX_MEDIA_SECONDS, probe, transcode
 
 log = logging.getLogger(__name__)
-
-REQUIRED_FIELDS = ("job_id", "video_fid", "username")
-
-
-def validate(message: dict[str, Any]) -> None:
-    """Check the fields a video message must carry.
-
-    Raises:
-        PermanentError: a field is missing or not a string.
-    """
-    for name in REQUIRED_FIELDS:
-        if not isinstance(message.get(name), str) or not message[name]:
-            raise PermanentError(f"video message lacks a {name!r} string")
-
-
-def result_message(job: dict[str, Any]) -> dict[str, Any]:
-    """Build the mp3-queue message announcing how a finished job ended."""
-    return {
-        "job_id": job["_id"],
-        "video_fid": str(job["video_fid"]),
-        "mp3_fid": str(job["mp3_fid"]) if job.get("mp3_fid") else None,
-        "username": job["owner"],
-        "filename": job.get("filename"),
-        "options": job.get("options", {}),
-        "status": job["status"],
-        "error": job.get("error"),
-    }
 
 
 class Converter:
@@ -88,8 +62,7 @@ class Converter:
             PermanentError: the message is malformed.
             TransientError: a store, the broker or ffmpeg failed; retry later.
         """
-        validate(message)
-        job_id = message["job_id"]
+        job_id = read_video_message(message)
         job = self._jobs.start(job_id)
         if job is None:
             self._redelivered(job_id)
@@ -123,8 +96,8 @@ class Converter:
 
     def give_up(self, message: dict[str, Any] | None, error: Exception) -> None:
         """Fail the job of a message that kept failing, and tell its owner."""
-        job_id = (message or {}).get("job_id")
-        if not isinstance(job_id, str):
+        job_id = job_id_in(message)
+        if job_id is None:
             return
         reason = "the conversion could not be completed; please try again later"
         if isinstance(error, PermanentError):
@@ -199,4 +172,5 @@ class Converter:
         job = self._jobs.get(job_id)
         if job is None:
             return
-        self._publisher.publish(self._mp3_queue, result_message(job), message_id=job_id)
+        message = mp3_message(job)
+        self._publisher.publish(self._mp3_queue, message.body, message_id=message.message_id)

@@ -24,12 +24,13 @@ from datetime import datetime, timedelta
 
 from bson import ObjectId
 
-from common import metrics
 from common.errors import TransientError
-from common.jobs import JobStore, utcnow, video_message
+from common.jobs import JobStore
+from common.messages import mp3_message, video_message
 from common.messaging import Publisher
+from common.mongo import utcnow
 from common.storage import Storage
-from converter.handler import result_message
+from converter import metrics
 
 log = logging.getLogger(__name__)
 
@@ -89,19 +90,15 @@ class Janitor:
                 reason = STALLED.format(attempts=job["attempts"])
                 if self._jobs.fail(job["_id"], error=reason):
                     metrics.JOBS_FINISHED.labels("failed").inc()
+                    message = mp3_message(self._jobs.get(job["_id"]) or job)
                     self._publisher.publish(
-                        self._mp3_queue,
-                        result_message(self._jobs.get(job["_id"]) or job),
-                        message_id=job["_id"],
+                        self._mp3_queue, message.body, message_id=message.message_id
                     )
                     report.failed += 1
                 continue
             log.warning("job %s stalled in processing; putting it back on the queue", job["_id"])
-            self._publisher.publish(
-                self._video_queue,
-                video_message(job),
-                message_id=job["_id"],
-            )
+            message = video_message(job)
+            self._publisher.publish(self._video_queue, message.body, message_id=message.message_id)
             report.requeued += 1
         for job in self._jobs.abandoned_before(utcnow() - self._abandoned_after):
             if self._remove_abandoned(job):

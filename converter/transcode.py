@@ -91,7 +91,8 @@ FFMPEG_ENVIRONMENT = {"PATH": "/usr/bin:/bin", "LC_ALL": "C.UTF-8", "MALLOC_AREN
 
 # The longest audio the converter takes by default: 6 hours holds a whole
 # audiobook part, a conference day or a long DJ set, and costs about 2 minutes
-# of CPU here (0.006 CPU s per second of 48 kHz stereo, docs/performance.md),
+# of CPU here (0.006 CPU s per second of 48 kHz stereo: 3.3 s for 10 minutes in
+# the "converter | bare ffmpeg CPU" row of docs/performance.md),
 # while the 24-hour silent FLAC of the issue cost 915 s. Deployments change it
 # with MAX_MEDIA_SECONDS (converter/config.py).
 MAX_MEDIA_SECONDS = 6 * 3600.0

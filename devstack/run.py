@@ -1,7 +1,7 @@
 """Run the whole system on this machine: ``make run`` (and ``make user``).
 
-Every DESIGN.md §9 variable set in the environment wins over the defaults
-below, so the same command runs against other servers. What is left at its
+Every DESIGN.md §9 variable set in the environment wins over the local defaults
+(``devstack.system``), so the same command runs against other servers. What is left at its
 default is provided here: MariaDB and RabbitMQ are started if they are down, a
 mongod (a single-node replica set) keeps its data under the run folder, an SMTP sink
 writes each mail there as a ``.eml`` file, and a token-signing key is generated once.
@@ -14,9 +14,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import secrets
 import signal
-import subprocess
 import sys
 import time
 from collections.abc import Mapping
@@ -25,87 +23,15 @@ from urllib.parse import urlsplit
 
 from devstack import servers
 from devstack.mailsink import MailSink
-from devstack.stack import Stack, StackError
+from devstack.stack import StackError
 from devstack.supervisor import Supervisor
+from devstack.system import auth_cli, prepare_auth, run_secret, service_stack, system_env
 
 log = logging.getLogger("devstack")
 
 DEMO_EMAIL = "demo@video2mp3.local"
 # A shell filter, shown in the walk-through, that prints the token of a login answer.
 TOKEN_FILTER = """python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])'"""  # noqa: S105  # nosec B105
-
-
-def resolve_env(environ: Mapping[str, str], run_dir: Path) -> dict[str, str]:
-    """Return the services' environment: ``environ`` over the local defaults."""
-    ports = {
-        "GATEWAY_PORT": environ.get("GATEWAY_PORT", "8000"),
-        "AUTH_PORT": environ.get("AUTH_PORT", "5000"),
-        "CONVERTER_PORT": environ.get("CONVERTER_PORT", "9101"),
-        "NOTIFICATION_PORT": environ.get("NOTIFICATION_PORT", "9102"),
-    }
-    defaults = {
-        **ports,
-        "MYSQL_HOST": "127.0.0.1",
-        "MYSQL_PORT": "3306",
-        "MYSQL_USER": "root",
-        "MYSQL_DB": "auth",
-        # No replicaSet= here: the driver discovers ours, and a server already on the
-        # port (reused below) may be a standalone one.
-        "MONGO_URI": "mongodb://127.0.0.1:27017/",
-        "RABBITMQ_URL": "amqp://guest:guest@127.0.0.1:5672/%2F",
-        "VIDEO_QUEUE": "video",
-        "MP3_QUEUE": "mp3",
-        "WEBHOOK_QUEUE": "webhook",
-        "AUTH_SVC_ADDRESS": f"127.0.0.1:{ports['AUTH_PORT']}",
-        "MAX_CONTENT_LENGTH": "2GiB",
-        "SMTP_HOST": "127.0.0.1",
-        "SMTP_PORT": "1025",
-        "SMTP_SECURITY": "none",
-        "MAIL_FROM": "video2mp3@localhost",
-        "PUBLIC_URL": f"http://127.0.0.1:{ports['GATEWAY_PORT']}",
-        "LOG_FORMAT": "text",
-        # A development machine: listen on loopback only unless told otherwise.
-        "BIND_HOST": "127.0.0.1",
-        "HEALTH_HOST": "127.0.0.1",
-    }
-    env = {**defaults, **environ}
-    if "WEBHOOK_SECRET" not in environ:
-        env["WEBHOOK_SECRET"] = _run_secret(run_dir / "webhook-secret")
-    # Callback receivers in development usually listen on this machine, on any port.
-    if "EGRESS_ALLOW_PRIVATE" not in environ and "WEBHOOK_ALLOW_PRIVATE" not in environ:
-        env["EGRESS_ALLOW_PRIVATE"] = "true"
-    env.setdefault("EGRESS_PORTS", "any")
-    if "JWT_PRIVATE_KEY" not in environ and "JWT_PRIVATE_KEY_FILE" not in environ:
-        env["JWT_PRIVATE_KEY_FILE"] = str(run_dir / "jwt-private.pem")
-    return env
-
-
-def _run_secret(path: Path) -> str:
-    """Return the secret kept in ``path``, making it on first use (readable by its owner)."""
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(secrets.token_urlsafe(24))
-        path.chmod(0o600)
-    return path.read_text().strip()
-
-
-def auth_cli(env: Mapping[str, str], *args: str, stdin: str | None = None) -> str:
-    """Run one of the auth service's operator commands and return its output.
-
-    Raises:
-        SystemExit: the command failed; its message is shown.
-    """
-    result = subprocess.run(
-        [sys.executable, "-m", "auth_service", *args],
-        env=dict(env),
-        input=stdin,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if result.returncode != 0:
-        raise SystemExit(f"auth_service {args[0]} failed:\n{result.stdout}{result.stderr}")
-    return result.stdout.strip()
 
 
 class LocalServers:
@@ -159,18 +85,9 @@ class LocalServers:
             server.stop_if_started()
 
 
-def prepare_auth(env: Mapping[str, str], run_dir: Path) -> None:
-    """Generate the signing key if there is none yet, and create the users schema."""
-    key_file = env.get("JWT_PRIVATE_KEY_FILE")
-    if key_file and not Path(key_file).exists():
-        run_dir.mkdir(parents=True, exist_ok=True)
-        auth_cli(env, "gen-key", key_file)
-    auth_cli(env, "init-db")
-
-
 def demo_user(env: Mapping[str, str], run_dir: Path) -> tuple[str, str]:
     """Create (or refresh) the demo user and return its credentials."""
-    password = _run_secret(run_dir / "demo-password")
+    password = run_secret(run_dir / "demo-password")
     auth_cli(env, "create-user", DEMO_EMAIL, "--password-stdin", stdin=password + "\n")
     return DEMO_EMAIL, password
 
@@ -205,18 +122,10 @@ A service that dies is restarted (1 s back-off, doubling to 30 s). Ctrl-C stops 
 def up(run_dir: Path) -> int:
     """Start everything, print the walk-through, restart what dies until Ctrl-C."""
     environ = dict(os.environ)
-    env = resolve_env(environ, run_dir)
+    env = system_env(run_dir, given=environ)
     (run_dir / "logs").mkdir(parents=True, exist_ok=True)
     local = LocalServers()
-    # Each gunicorn keeps its workers' metrics in its own directory (multiprocess mode).
-    overrides = {
-        "auth": {
-            "TRUSTED_PROXIES": environ.get("TRUSTED_PROXIES", "1"),
-            "PROMETHEUS_MULTIPROC_DIR": str(run_dir / "metrics" / "auth"),
-        },
-        "gateway": {"PROMETHEUS_MULTIPROC_DIR": str(run_dir / "metrics" / "gateway")},
-    }
-    stack = Stack(env, run_dir / "logs", overrides=overrides)
+    stack = service_stack(env, run_dir)
     supervisor: Supervisor | None = None
     stopping = False
 
@@ -228,7 +137,7 @@ def up(run_dir: Path) -> int:
     signal.signal(signal.SIGTERM, stop)
     try:
         local.start(environ, env, run_dir)
-        prepare_auth(env, run_dir)
+        prepare_auth(env)
         email, password = demo_user(env, run_dir)
         stack.start()
         supervisor = Supervisor(stack)
@@ -254,8 +163,8 @@ def user(run_dir: Path, email: str, admin: bool) -> int:
     password = environ.pop("PASSWORD", "")
     if not password:
         raise SystemExit("give the password as PASSWORD=... (make user EMAIL=... PASSWORD=...)")
-    env = resolve_env(environ, run_dir)
-    prepare_auth(env, run_dir)
+    env = system_env(run_dir, given=environ)
+    prepare_auth(env)
     command = ["create-user", email, "--password-stdin", *(["--admin"] if admin else [])]
     print(auth_cli(env, *command, stdin=password + "\n"))  # noqa: T201 - a CLI
     return 0

@@ -18,12 +18,14 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+import pika
+
 from common.config import Env, RabbitConfig
-from common.messaging import purge_queues
+from common.messaging import connection_parameters, queue_family
 from common.retry import RetryLadder
 from converter.config import CONVERT_RETRY
 from notification.config import NOTIFY_RETRY
@@ -217,3 +219,22 @@ def delete_queues(rabbit: RabbitConfig, env: Mapping[str, str]) -> None:
             RetryLadder.from_env(settings, "NOTIFY", NOTIFY_RETRY),
         ],
     )
+
+
+def purge_queues(
+    config: RabbitConfig, queues: Iterable[str], *, ladders: Iterable[RetryLadder] = ()
+) -> None:
+    """Delete the named queues, their dead-letter queues and the delay queues of ``ladders``
+    (tests and benchmarks clean up after themselves with it)."""
+    ladders = list(ladders)
+    connection = pika.BlockingConnection(connection_parameters(config, "purge"))
+    try:
+        channel = connection.channel()
+        for queue in queues:
+            names = set(queue_family(queue))
+            for ladder in ladders:
+                names.update(queue_family(queue, ladder))
+            for name in sorted(names):
+                channel.queue_delete(name)
+    finally:
+        connection.close()

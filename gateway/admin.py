@@ -17,10 +17,9 @@ from typing import Any
 from flask import Blueprint, Response, current_app, jsonify, request
 from flask.blueprints import BlueprintSetupState
 
-from common.config import Env
-from common.deadletters import DEFAULT_PAGE, MAX_PAGE, DeadLetters, Outcome, work_queues
+from common.deadletters import DEFAULT_PAGE, MAX_PAGE, DeadLetters, Outcome
+from common.http.errors import ApiError
 from common.messaging import dead_letter_queue
-from common.web import ApiError
 from gateway.identity import current_user
 from gateway.services import EXTENSION as SERVICES_EXTENSION
 
@@ -49,11 +48,9 @@ class DeadLetterAdmin:
 
 @bp.record_once
 def _set_up(state: BlueprintSetupState) -> None:
-    """Read which queues an admin may name, once, as the app is built."""
+    """Take which queues an admin may name from the gateway's config, as the app is built."""
     config = state.app.extensions[SERVICES_EXTENSION].config
-    # The gateway's own config names only the video queue; the others are read as the
-    # workers read them (MP3_QUEUE, WEBHOOK_QUEUE).
-    queues = {**work_queues(Env()), "video": config.video_queue}
+    queues = {"video": config.video_queue, "mp3": config.mp3_queue, "webhook": config.webhook_queue}
     state.app.extensions[EXTENSION] = DeadLetterAdmin(
         dead_letters=DeadLetters(
             config.rabbit,

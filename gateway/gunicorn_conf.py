@@ -4,6 +4,7 @@ Run as ``gunicorn -c python:gateway.gunicorn_conf "gateway:create_app()"``.
 """
 
 from common.gunicorn import gunicorn_settings
+from gateway.services import EXTENSION
 
 # An upload holds a thread for as long as its body takes to arrive (at most
 # UPLOAD_READ_TIMEOUT per 256 KiB piece, see gateway.watchdog). 32 threads a worker
@@ -16,3 +17,11 @@ GATEWAY_THREADS = 32
 globals().update(
     gunicorn_settings("gateway", "GATEWAY_PORT", 8000, default_threads=GATEWAY_THREADS)
 )
+
+
+def worker_exit(_server: object, worker: object) -> None:
+    """Close the app's connections as its worker stops, so the broker sees a clean goodbye."""
+    app = getattr(worker, "wsgi", None)
+    services = getattr(app, "extensions", {}).get(EXTENSION)
+    if services is not None:
+        services.close()

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from flask import g, request
 
+from common.http.errors import ApiError
 from common.tokens import Claims, InvalidToken, bearer_token
-from common.web import ApiError
 from gateway.services import services
 
 

@@ -15,9 +15,10 @@ import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from common.config import Env, Settings, setting
+from common.http.errors import ApiError
 from common.jobs import JobStore
 from common.storage import Storage
-from common.web import ApiError
 
 # The window of the upload rate.
 RATE_WINDOW = timedelta(minutes=1)
@@ -27,16 +28,20 @@ ACTIVE_JOBS_RETRY_AFTER_S = 15
 
 
 @dataclass(frozen=True, slots=True)
-class Quotas:
-    """One user's limits; None is unlimited."""
+class Quotas(Settings):
+    """One user's limits; None is unlimited (0 in the environment)."""
 
     # Five uploads of the largest size, kept RETENTION_DAYS (30) with their MP3s.
-    stored_bytes: int | None = 10 * 1024**3
+    stored_bytes: int | None = setting(
+        "QUOTA_STORAGE_BYTES", 10 * 1024**3, read=Env.size, unlimited_at_zero=True
+    )
     # More are queued behind the converters anyway; ten keeps a batch moving
     # without letting one user's hundred files hold everyone else's back.
-    active_jobs: int | None = 10
+    active_jobs: int | None = setting("QUOTA_ACTIVE_JOBS", 10, minimum=0, unlimited_at_zero=True)
     # Far above what a person does, low enough that a script cannot flood the queue.
-    uploads_per_minute: int | None = 20
+    uploads_per_minute: int | None = setting(
+        "QUOTA_UPLOADS_PER_MINUTE", 20, minimum=0, unlimited_at_zero=True
+    )
 
     def as_dict(self) -> dict[str, int | None]:
         """Return the quotas as the API shows them (null for unlimited)."""

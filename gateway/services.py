@@ -12,6 +12,7 @@ from common.storage import Storage
 from common.tokens import TokenVerifier
 from gateway.auth_client import AuthClient
 from gateway.config import Config
+from gateway.intake import Intake
 from gateway.watchdog import ReadWatchdog
 
 EXTENSION = "video2mp3.gateway"
@@ -28,6 +29,7 @@ class Services:
     verifier: TokenVerifier
     auth: AuthClient
     upload_watchdog: ReadWatchdog
+    intake: Intake
 
     def close(self) -> None:
         """Close the connections the clients opened and stop the watchdog."""

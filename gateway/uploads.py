@@ -13,8 +13,8 @@ import logging
 import re
 import unicodedata
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import BinaryIO, Protocol
+from dataclasses import dataclass
+from typing import BinaryIO, Generic, Protocol, TypeVar
 
 from bson import ObjectId
 from werkzeug.exceptions import RequestEntityTooLarge
@@ -29,7 +29,7 @@ from werkzeug.sansio.multipart import (
     State,
 )
 
-from common.web import ApiError
+from common.http.errors import ApiError
 from gateway.sniff import SNIFF_BYTES, sniff_container
 
 log = logging.getLogger(__name__)
@@ -61,15 +61,18 @@ class UploadSink(Protocol):
         """Discard what was written."""
 
 
+T = TypeVar("T")
+
+
 @dataclass
-class ReceivedUpload:
-    """What arrived: the stored file and the form's text fields."""
+class ReceivedUpload(Generic[T]):
+    """What arrived: the stored file, and what ``read_fields`` made of the text fields."""
 
     video_fid: ObjectId
     filename: str
     size: int
     container: str
-    fields: dict[str, str] = field(default_factory=dict)
+    fields: T
 
 
 def clean_filename(raw: str | None) -> str:
@@ -96,13 +99,14 @@ def receive_upload(
     *,
     open_sink: Callable[[str], UploadSink],
     max_bytes: int,
-    check_fields: Callable[[dict[str, str]], object] | None = None,
-) -> ReceivedUpload:
+    read_fields: Callable[[dict[str, str]], T],
+) -> ReceivedUpload[T]:
     """Read a multipart body with exactly one file field named ``file`` into a new sink.
 
-    ``check_fields`` sees the text fields sent before the file as the file starts (so
-    a bad option fails before a large file is read), and all of them once the body is
-    read, before the file is kept: whatever it raises discards the file.
+    ``read_fields`` reads the text fields sent before the file as the file starts (so
+    a bad option fails before a large file is read), and again once the body is read
+    if more came after the file, before the file is kept: whatever it raises discards
+    the file. What it returns is the upload's ``fields``.
 
     Raises:
         ApiError: 400 for a malformed form, no file, several files, an empty
@@ -113,7 +117,7 @@ def receive_upload(
             ``gateway.watchdog`` for a body that arrives too slowly).
         TransientError: the store failed.
     """
-    receiver = _Receiver(open_sink, max_bytes, check_fields)
+    receiver = _Receiver(open_sink, max_bytes, read_fields)
     # The decoder hands file data on as it arrives, so its buffer only grows while it
     # looks for the end of a preamble or of a part's headers: that is what the limit bounds.
     decoder = MultipartDecoder(
@@ -160,21 +164,22 @@ def _header_bytes(event: Field | File) -> int:
     return sum(len(name) + len(value) + 4 for name, value in event.headers.items())
 
 
-class _Receiver:
+class _Receiver(Generic[T]):
     """Follow the decoder's events for one upload."""
 
     def __init__(
         self,
         open_sink: Callable[[str], UploadSink],
         max_bytes: int,
-        check_fields: Callable[[dict[str, str]], object] | None,
+        read_fields: Callable[[dict[str, str]], T],
     ) -> None:
         self._open_sink = open_sink
         self._max_bytes = max_bytes
-        self._check_fields = check_fields
+        self._read_fields = read_fields
         self._part: Field | File | None = None
         self._field_bytes = bytearray()
         self._fields: dict[str, str] = {}
+        self._read: tuple[dict[str, str], T] | None = None  # (the fields read, the reading)
         self._filename: str | None = None
         self._head = bytearray()
         self._container: str | None = None
@@ -208,9 +213,9 @@ class _Receiver:
             raise _bad("invalid_upload", "Send exactly one file per upload.")
         self._part = event
         self._filename = clean_filename(event.filename)
-        if self._check_fields is not None and self._fields:
-            # Fields sent before the file are checked now, before the file is read.
-            self._check_fields(dict(self._fields))
+        if self._fields:
+            # Fields sent before the file are read now, before the file is.
+            self._read_now()
 
     def _start_field(self, event: Field) -> None:
         if event.name == FILE_FIELD:
@@ -257,20 +262,25 @@ class _Receiver:
         self._sink = self._open_sink(self._filename or "video")
         self._sink.write(head)
 
-    def result(self) -> ReceivedUpload:
+    def _read_now(self) -> T:
+        if self._read is None or self._read[0] != self._fields:
+            fields = dict(self._fields)
+            self._read = (fields, self._read_fields(dict(fields)))
+        return self._read[1]
+
+    def result(self) -> ReceivedUpload[T]:
         if self._filename is None:
             raise _bad("missing_file", "Send the video as a multipart field named 'file'.")
         if self._sink is None:
             raise _bad("empty_file", "The uploaded file is empty.")
-        if self._check_fields is not None:
-            self._check_fields(dict(self._fields))
+        fields = self._read_now()  # again only if more fields came after the file
         video_fid = self._sink.finish()
         return ReceivedUpload(
             video_fid=video_fid,
             filename=self._filename,
             size=self._size,
             container=self._container or "unknown",
-            fields=dict(self._fields),
+            fields=fields,
         )
 
     def discard(self) -> None:

@@ -12,26 +12,14 @@ from flask import Blueprint, Response, jsonify, request, url_for
 from werkzeug.exceptions import HTTPException
 from werkzeug.http import parse_options_header
 
-from common import metrics
-from common.egress import EgressRefused, check_url
 from common.errors import TransientError
-from common.jobs import (
-    DONE,
-    STATUSES,
-    mp3_filename,
-    new_job_id,
-    public_view,
-    utcnow,
-    video_message,
-)
+from common.http.errors import ApiError
+from common.jobs import DONE, STATUSES, mp3_filename, new_job_id, public_view
 from common.logs import log_context
-from common.options import InvalidOption, Options
-from common.retry import retry_transient
-from common.storage import FileNotFound
-from common.tokens import Claims
-from common.web import ApiError
-from gateway import admin, quotas
+from common.mongo import FileNotFound, utcnow
+from gateway import admin, metrics, quotas
 from gateway.identity import current_user
+from gateway.intake import StoredVideo, read_submission
 from gateway.services import services
 from gateway.uploads import receive_upload
 
@@ -41,10 +29,6 @@ bp = Blueprint("gateway", __name__)
 bp.register_blueprint(admin.bp)
 
 MAX_PAGE_SIZE = 100
-# How long an upload that met a store outage waits for the store to settle what it did:
-# remove the pieces of a refused upload, or record an accepted one.
-SETTLE_TIMEOUT_S = 15.0
-CALLBACK_FIELD = "callback_url"
 
 
 def _not_found(what: str = "job") -> ApiError:
@@ -86,11 +70,10 @@ def upload() -> tuple[Response, int, dict[str, str]]:
     job_id = new_job_id()
     with log_context(job_id=job_id), _counting_upload():
         user = current_user()
-        owner = user.subject
         limit = svc.config.max_content_length
         if request.content_length is not None and request.content_length > limit:
             raise ApiError(413, "too_large", f"The upload exceeds the {limit}-byte limit.")
-        usage, storage_left = _within_quotas(user)
+        room = svc.intake.room_for(user, incoming_bytes=request.content_length, now=utcnow())
         mimetype, params = parse_options_header(request.headers.get("Content-Type", ""))
         if mimetype != "multipart/form-data" or not params.get("boundary"):
             raise ApiError(
@@ -100,50 +83,35 @@ def upload() -> tuple[Response, int, dict[str, str]]:
             )
         # Slow or stalled bodies are cut off (408) rather than holding this thread.
         body = svc.upload_watchdog.guard(request.stream, request.environ.get("gunicorn.socket"))
-        bounded_by_quota = storage_left is not None and storage_left < limit
+        bounded_by_quota = room.bytes_left is not None and room.bytes_left < limit
         try:
             received = receive_upload(
                 body,
                 params["boundary"].encode("latin-1"),
-                open_sink=lambda filename: svc.storage.videos.open_upload(
-                    filename, {"owner": owner, "job_id": job_id}, abort_patience=SETTLE_TIMEOUT_S
+                open_sink=lambda filename: svc.intake.new_video(
+                    job_id=job_id, owner=user.subject, filename=filename
                 ),
-                max_bytes=storage_left if bounded_by_quota else limit,
-                check_fields=_check_fields,
+                max_bytes=room.bytes_left if bounded_by_quota else limit,
+                read_fields=lambda fields: read_submission(fields, svc.config.egress),
             )
         except ApiError as exc:
             # Sent without a Content-Length, the file outgrew what its owner may still store.
-            if exc.code == "too_large" and bounded_by_quota and usage is not None:
-                raise quotas.storage_exceeded(svc.config.quotas, usage) from None
+            if exc.code == "too_large" and bounded_by_quota and room.usage is not None:
+                raise svc.intake.storage_exceeded(room.usage) from None
             raise
-        callback_url = received.fields.pop(CALLBACK_FIELD, "") or None
-        options = Options.from_dict(received.fields).to_dict()
-        try:
-            job = svc.jobs.create(
-                job_id=job_id,
-                owner=owner,
-                video_fid=received.video_fid,
-                filename=received.filename,
-                size=received.size,
-                options=options,
-                callback_url=callback_url,
-            )
-            svc.publisher.publish(
-                svc.config.video_queue,
-                video_message(job),
-                message_id=job_id,
-            )
-        except TransientError:
-            _forget_upload(job_id, received.video_fid)
-            raise
-        _accept(job_id)
+        svc.intake.accept(
+            job_id=job_id,
+            owner=user.subject,
+            video=StoredVideo(received.video_fid, received.filename, received.size),
+            submission=received.fields,
+        )
         metrics.UPLOAD_BYTES.observe(received.size)
         log.info(
             "accepted %s (%d bytes, %s) from %s",
             received.filename,
             received.size,
             received.container,
-            owner,
+            user.subject,
         )
     status_url = url_for("gateway.get_job", job_id=job_id)
     body = {
@@ -153,26 +121,6 @@ def upload() -> tuple[Response, int, dict[str, str]]:
         "status_url": status_url,
     }
     return jsonify(body), 202, {"Location": status_url}
-
-
-def _within_quotas(user: Claims) -> tuple[quotas.Usage | None, int | None]:
-    """Check the caller's quotas before the body is read.
-
-    Returns the caller's usage and the bytes they may still store; (None, None) for an
-    admin, who has no quotas.
-
-    Raises:
-        ApiError: 429 or 507 when the upload would break a quota.
-        TransientError: MongoDB failed.
-    """
-    if user.admin:
-        return None, None
-    svc, now = services(), utcnow()
-    usage = quotas.measure(svc.storage, svc.jobs, user.subject, now)
-    left = quotas.check_upload(
-        usage, svc.config.quotas, incoming_bytes=request.content_length, now=now
-    )
-    return usage, left
 
 
 @contextlib.contextmanager
@@ -187,63 +135,6 @@ def _counting_upload() -> Iterator[None]:
         metrics.UPLOADS.labels("failed").inc()
         raise
     metrics.UPLOADS.labels("accepted").inc()
-
-
-def _check_fields(fields: dict[str, str]) -> None:
-    """Validate the upload's text fields: output options and an optional callback URL.
-
-    Raises:
-        ApiError: 400 ``invalid_option`` naming the field, or ``invalid_callback_url``.
-    """
-    callback_url = fields.pop(CALLBACK_FIELD, "")
-    try:
-        Options.from_dict(fields)
-    except InvalidOption as exc:
-        raise ApiError(400, "invalid_option", str(exc), extra={"field": exc.field}) from None
-    if callback_url:
-        # Whether the host resolves, and to what, is checked when the callback is made:
-        # an answer now would prove nothing then.
-        try:
-            check_url(callback_url, services().config.egress)
-        except EgressRefused as exc:
-            raise ApiError(
-                400, "invalid_callback_url", f"callback_url: {exc}", extra={"field": CALLBACK_FIELD}
-            ) from None
-
-
-def _forget_upload(job_id: str, video_fid: Any) -> None:
-    """Remove what an upload stored when it could not be queued; the client gets a 503.
-
-    A write that failed may still have landed, so this waits out a short store outage;
-    what is still there after ``SETTLE_TIMEOUT_S`` the janitor removes.
-    """
-    svc = services()
-
-    def remove() -> None:
-        # The record last: the janitor finds leftovers by it.
-        svc.storage.delete_files_of({"video_fid": video_fid})
-        svc.jobs.delete(job_id)
-
-    with contextlib.suppress(TransientError):
-        retry_transient(remove, "MongoDB to remove a refused upload", timeout=SETTLE_TIMEOUT_S)
-
-
-def _accept(job_id: str) -> None:
-    """Record that the job's message is on the queue, which makes the upload accepted.
-
-    Raises:
-        TransientError: MongoDB stayed away for ``SETTLE_TIMEOUT_S``, or the janitor
-            removed the job first; unless a converter started it meanwhile, the janitor
-            removes it.
-    """
-    jobs = services().jobs
-    marked = retry_transient(
-        lambda: jobs.mark_enqueued(job_id),
-        "MongoDB to record an accepted upload",
-        timeout=SETTLE_TIMEOUT_S,
-    )
-    if not marked:
-        raise TransientError("the upload was removed before it was accepted")
 
 
 @bp.get("/download")
@@ -351,33 +242,11 @@ def delete_job(job_id: str) -> tuple[str, int]:
 def _job_body(job: dict[str, Any]) -> dict[str, Any]:
     body = public_view(job)
     # What url_for("gateway.get_job") and url_for("gateway.download") give for these ids
-    # (hex strings), spelled out: url_for was a tenth of a GET /jobs page's CPU.
+    # (hex strings), spelled out, for the CPU url_for cost: docs/performance.md, "What was
+    # profiled and changed", row "Job URLs in job bodies built from the request root".
     root = request.script_root
     body["status_url"] = f"{root}/jobs/{quote(str(job['_id']), safe='')}"
     body["download_url"] = (
         f"{root}/download?fid={body['mp3_fid']}" if job["status"] == DONE else None
     )
     return body
-
-
-@bp.get("/health")
-def health() -> Response:
-    """Say the process is alive; checks nothing else."""
-    return jsonify(status="ok")
-
-
-@bp.get("/ready")
-def ready() -> Response | tuple[Response, int]:
-    """Say whether MongoDB and RabbitMQ answer, so traffic can be routed here."""
-    svc = services()
-    checks = {}
-    for name, check in (("mongodb", svc.storage.ping), ("rabbitmq", svc.publisher.check)):
-        try:
-            check()
-            checks[name] = "ok"
-        except TransientError as exc:
-            log.warning("not ready: %s", exc)
-            checks[name] = "unavailable"
-    ready_now = all(value == "ok" for value in checks.values())
-    body = jsonify(status="ready" if ready_now else "unavailable", checks=checks)
-    return body if ready_now else (body, 503)

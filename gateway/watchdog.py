@@ -20,7 +20,7 @@ import threading
 import time
 from typing import BinaryIO
 
-from common.web import ApiError
+from common.http.errors import ApiError
 
 
 class _Watch:

@@ -1,31 +1,41 @@
-"""The web page at ``/``: one HTML file and its script, styles and icon, no build step.
+"""The web page at ``/``: one HTML file, its ES modules, styles and icon, no build step.
 
 The page talks to the same JSON API as any other client (``/login``,
 ``/upload``, ``/jobs``, ``/download``) with the token it keeps in the tab's
-``sessionStorage``. Asset URLs in the HTML carry a hash of the file's content,
-so a browser may keep an asset for a year and still never runs a stale script
-after a deploy; the HTML itself is always revalidated.
+``sessionStorage``. Every asset URL carries a hash of the bytes served for it
+(``/assets/app.js?v=…``), so a browser may keep an asset for a year and still
+never runs a stale script after a deploy; the HTML itself is always revalidated.
+
+The modules import each other as ``from "./name.js"``, and a browser resolves
+that against ``/assets/`` without the importer's ``?v=``. So each module is
+served with its imports pinned to the imported module's version: a module's
+hash covers everything it imports, one URL names one version of each module (and
+so one instance of it in the page), and the entry's URL in the HTML changes
+whenever any module does. The page preloads all the entry's modules beside it,
+so a first visit fetches them at once instead of one level of imports at a time.
 """
 
 from __future__ import annotations
 
 import functools
 import hashlib
+import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
-from flask import Blueprint, Response, request, send_from_directory
+from flask import Blueprint, Response, request
 
-from common.web import ApiError
+from common.http.errors import ApiError
 
 bp = Blueprint("web", __name__)
 
 STATIC_DIR = Path(__file__).parent / "static"
-# Only these files are served: the folder may hold anything else without exposing it.
-ASSET_TYPES = {
-    "app.js": "text/javascript",
-    "app.css": "text/css",
-    "icon.svg": "image/svg+xml",
+# Served by suffix: the page's template (index.html) and anything else stay private.
+MEDIA_TYPES = {
+    ".js": "text/javascript",
+    ".css": "text/css",
+    ".svg": "image/svg+xml",
 }
 ONE_YEAR = 365 * 24 * 3600
 CONTENT_SECURITY_POLICY = "; ".join(
@@ -49,6 +59,22 @@ SECURITY_HEADERS = {
     "Cross-Origin-Opener-Policy": "same-origin",
 }
 _ASSET_REFERENCE = re.compile(r'(?P<attr>href|src)="/assets/(?P<name>[\w.-]+)"')
+_MODULE_SCRIPT = re.compile(
+    r'^(?P<indent>[ \t]*)<script type="module" src="/assets/(?P<name>[\w.-]+)"></script>$',
+    re.MULTILINE,
+)
+# A static import of a sibling module, written the one way the modules write it.
+_MODULE_IMPORT = re.compile(r'\b(?P<keyword>from|import)(?P<space>\s*)"\./(?P<name>[\w-]+\.js)"')
+
+
+@dataclass(frozen=True)
+class Asset:
+    """One asset as served: its bytes, a hash of them, and the modules it imports."""
+
+    body: bytes
+    media_type: str
+    version: str
+    imports: tuple[str, ...] = ()
 
 
 @bp.get("/")
@@ -64,15 +90,16 @@ def index() -> Response:
 @bp.get("/assets/<name>")
 def asset(name: str) -> Response:
     """Serve one of the page's assets; long-lived when asked for by its current version."""
-    if name not in ASSET_TYPES:
+    found = _assets().get(name)
+    if found is None:
         raise ApiError(404, "not_found", "No such asset.")
-    current = request.args.get("v") == _fingerprint(name)
-    response = send_from_directory(STATIC_DIR, name, mimetype=ASSET_TYPES[name])
-    if current:
+    response = Response(found.body, mimetype=found.media_type)
+    if request.args.get("v") == found.version:
         response.headers["Cache-Control"] = f"public, max-age={ONE_YEAR}, immutable"
     else:
         response.headers["Cache-Control"] = "no-cache"
-    return response
+    response.set_etag(found.version)
+    return response.make_conditional(request)
 
 
 @bp.after_request
@@ -84,24 +111,87 @@ def add_security_headers(response: Response) -> Response:
 
 
 def _page() -> str:
-    """Return index.html with each asset URL pinned to the asset's current version."""
+    """Return index.html with the entry's modules preloaded and each asset URL versioned."""
+    assets = _assets()
     html = (STATIC_DIR / "index.html").read_text(encoding="utf-8")
+
+    def preload(match: re.Match[str]) -> str:
+        links = (
+            f'{match["indent"]}<link rel="modulepreload" href="/assets/{name}">'
+            for name in _imported(match["name"], assets)
+        )
+        return "\n".join((match[0], *links))
 
     def pin(match: re.Match[str]) -> str:
         name = match["name"]
-        if name not in ASSET_TYPES:
+        if name not in assets:
             return match[0]
-        return f'{match["attr"]}="/assets/{name}?v={_fingerprint(name)}"'
+        return f'{match["attr"]}="/assets/{name}?v={assets[name].version}"'
 
-    return _ASSET_REFERENCE.sub(pin, html)
-
-
-def _fingerprint(name: str) -> str:
-    """Return a short hash of an asset's content, read again only when the file changes."""
-    stat = (STATIC_DIR / name).stat()
-    return _hash_file(name, stat.st_mtime_ns, stat.st_size)
+    return _ASSET_REFERENCE.sub(pin, _MODULE_SCRIPT.sub(preload, html))
 
 
-@functools.lru_cache(maxsize=32)
-def _hash_file(name: str, _mtime_ns: int, _size: int) -> str:
-    return hashlib.sha256((STATIC_DIR / name).read_bytes()).hexdigest()[:16]
+def _imported(entry: str, assets: dict[str, Asset]) -> list[str]:
+    """Return every module ``entry`` imports, directly or through another, each once."""
+    found: dict[str, None] = {}
+
+    def visit(name: str) -> None:
+        for imported in assets[name].imports:
+            if imported not in found:
+                found[imported] = None
+                visit(imported)
+
+    if entry in assets:
+        visit(entry)
+    return list(found)
+
+
+def _assets() -> dict[str, Asset]:
+    """Return the servable assets by name, read again only when a file of them changes."""
+    files = []
+    with os.scandir(STATIC_DIR) as entries:
+        for entry in entries:
+            if entry.name.startswith(".") or Path(entry.name).suffix not in MEDIA_TYPES:
+                continue
+            if entry.is_file():
+                stat = entry.stat()
+                files.append((entry.name, stat.st_mtime_ns, stat.st_size))
+    return _read_assets(STATIC_DIR, tuple(sorted(files)))
+
+
+@functools.lru_cache(maxsize=4)
+def _read_assets(folder: Path, files: tuple[tuple[str, int, int], ...]) -> dict[str, Asset]:
+    """Read the assets in ``files``, each module's imports pinned to their versions.
+
+    Raises:
+        RuntimeError: modules import each other in a cycle, so no version covers the others.
+    """
+    names = {name for name, _mtime_ns, _size in files}
+    assets: dict[str, Asset] = {}
+
+    def read(name: str, importers: tuple[str, ...]) -> Asset:
+        if name in assets:
+            return assets[name]
+        if name in importers:
+            cycle = " -> ".join((*importers[importers.index(name) :], name))
+            raise RuntimeError(f"the modules in {folder} import each other in a cycle: {cycle}")
+        body = (folder / name).read_bytes()
+        imports: dict[str, None] = {}  # in order, each once
+
+        def pin(match: re.Match[str]) -> str:
+            imported = match["name"]
+            if imported not in names:
+                return match[0]  # the browser's 404 names the missing module
+            imports[imported] = None
+            version = read(imported, (*importers, name)).version
+            return f'{match["keyword"]}{match["space"]}"./{imported}?v={version}"'
+
+        if name.endswith(".js"):
+            body = _MODULE_IMPORT.sub(pin, body.decode("utf-8")).encode("utf-8")
+        version = hashlib.sha256(body).hexdigest()[:16]
+        assets[name] = Asset(body, MEDIA_TYPES[Path(name).suffix], version, tuple(imports))
+        return assets[name]
+
+    for name in sorted(names):
+        read(name, ())
+    return assets

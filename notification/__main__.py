@@ -8,12 +8,14 @@ from datetime import timedelta
 from common.egress import EgressGuard
 from common.jobs import JobStore
 from common.logs import configure_logging
+from common.messages import job_id_in, webhook_message
 from common.messaging import Consumer, GiveUpHook, Publisher
 from common.storage import Storage
 from common.worker import run_worker
 from notification.config import Config
 from notification.handler import Notifier
 from notification.hosts import HostGate
+from notification.ledger import DeliveryLedger
 from notification.mailer import Mailer
 from notification.webhook import WebhookSender
 
@@ -26,17 +28,21 @@ def main() -> None:
     configure_logging("notification", config.logging)
     storage = Storage(config.mongo)
     publisher = Publisher(config.rabbit, name="notification")
+
+    def enqueue_webhook(job_id: str) -> None:
+        message = webhook_message(job_id)
+        publisher.publish(config.webhook_queue, message.body, message_id=message.message_id)
+
     notifier = Notifier(
         jobs=JobStore(storage.client, config.mongo),
+        ledger=DeliveryLedger(storage.client, config.mongo),
         mailer=Mailer(config.smtp),
         webhooks=WebhookSender(
             config.webhook_secret,
             guard=EgressGuard(config.egress),
             timeout=config.webhook_timeout,
         ),
-        enqueue_webhook=lambda job_id: publisher.publish(
-            config.webhook_queue, {"job_id": job_id}, message_id=f"{job_id}.webhook"
-        ),
+        enqueue_webhook=enqueue_webhook,
         hosts=HostGate(concurrency=config.webhook_host_concurrency),
         mail_from=config.smtp.mail_from,
         public_url=config.public_url,
@@ -47,7 +53,7 @@ def main() -> None:
         return lambda message, error: log.error(
             "could not %s of job %s; the message is in %s.dead: %s",
             what,
-            (message or {}).get("job_id"),
+            job_id_in(message),
             queue,
             error,
         )

@@ -5,9 +5,9 @@ job's webhook, if it has a ``callback_url``, to the ``webhook`` queue and sends
 the email; a message on ``webhook`` makes the call. Apart, a receiver that is
 slow or down delays no email, and ``HostGate`` keeps it from delaying other
 receivers' calls. Each delivery is claimed with a lease before it is attempted
-and recorded after, so a redelivered message repeats neither, and a worker that
-dies mid-way only delays it. What the owner is told, and to which address,
-comes from the job's record, never from the message.
+and recorded after (``notification.ledger``), so a redelivered message repeats
+neither, and a worker that dies mid-way only delays it. What the owner is told,
+and to which address, comes from the job's record, never from the message.
 """
 
 from __future__ import annotations
@@ -20,13 +20,21 @@ from urllib.parse import urlsplit
 
 from prometheus_client import Counter
 
-from common import metrics
 from common.errors import PermanentError, RetryLater, TransientError
-from common.jobs import EMAIL, FINISHED, WEBHOOK, JobStore, public_view
+from common.jobs import FINISHED, JobStore, public_view
+from common.messages import read_mp3_message, read_webhook_message
 from common.messaging import Delivery
 from common.retry import retry_transient
+from notification import metrics
 from notification.emails import compose
 from notification.hosts import HostGate
+from notification.ledger import (
+    EMAIL,
+    WEBHOOK,
+    DeliveryLedger,
+    is_delivered,
+    is_webhook_queued,
+)
 from notification.mailer import Mailer
 from notification.webhook import WebhookSender
 
@@ -37,18 +45,6 @@ WEBHOOK_EVENT = "job.finished"
 RECORD_PATIENCE_SECONDS = 60.0
 
 
-def job_id_of(message: dict[str, Any]) -> str:
-    """Return the job a message is about.
-
-    Raises:
-        PermanentError: the message names no job.
-    """
-    job_id = message.get("job_id")
-    if not isinstance(job_id, str) or not job_id:
-        raise PermanentError("the message lacks a 'job_id' string")
-    return job_id
-
-
 class Notifier:
     """Email owners of finished jobs and call their webhooks."""
 
@@ -56,6 +52,7 @@ class Notifier:
         self,
         *,
         jobs: JobStore,
+        ledger: DeliveryLedger,
         mailer: Mailer,
         webhooks: WebhookSender,
         enqueue_webhook: Callable[[str], None],
@@ -65,6 +62,7 @@ class Notifier:
         claim_lease: timedelta = timedelta(minutes=2),
     ) -> None:
         self._jobs = jobs
+        self._ledger = ledger
         self._mailer = mailer
         self._webhooks = webhooks
         self._enqueue_webhook = enqueue_webhook
@@ -82,18 +80,18 @@ class Notifier:
             PermanentError: the message names no job.
             TransientError: MongoDB, the broker or the SMTP server is unavailable.
         """
-        job = self._finished_job(job_id_of(message))
+        job = self._finished_job(read_mp3_message(message))
         if job is None:
             return
         if (
             job.get("callback_url")
-            and job.get("webhook_done_at") is None
-            and job.get("webhook_queued_at") is None
+            and not is_delivered(job, WEBHOOK)
+            and not is_webhook_queued(job)
         ):
             # Queued before the email is tried, so an SMTP outage holds back no webhook.
             self._enqueue_webhook(job["_id"])
-            self._jobs.mark_webhook_queued(job["_id"])
-        if job.get("notified_at") is None:
+            self._ledger.mark_webhook_queued(job["_id"])
+        if not is_delivered(job, EMAIL):
             self._email(job)
         else:
             log.info(
@@ -108,8 +106,8 @@ class Notifier:
             RetryLater: the receiving host is busy with other calls.
             TransientError: MongoDB is unavailable, or the receiver failed or is backing off.
         """
-        job = self._finished_job(job_id_of(message))
-        if job is None or not job.get("callback_url") or job.get("webhook_done_at") is not None:
+        job = self._finished_job(read_webhook_message(message))
+        if job is None or not job.get("callback_url") or is_delivered(job, WEBHOOK):
             return
         host = urlsplit(job["callback_url"]).hostname or ""
         with self._hosts.calling(host):
@@ -167,7 +165,7 @@ class Notifier:
             return
         except TransientError:
             counter.labels("failed").inc()
-            self._jobs.release(job_id, kind)
+            self._ledger.release(job_id, kind)
             raise
         counter.labels(success).inc()
         if outcome is not None:
@@ -182,9 +180,9 @@ class Notifier:
                 record it) or died mid-send, and then its lease lapses; either way the
                 delivery waits a lease in the broker without spending an attempt.
         """
-        if self._jobs.claim(job_id, kind, lease=self._claim_lease) is not None:
+        if self._ledger.claim(job_id, kind, lease=self._claim_lease) is not None:
             return True
-        if self._jobs.delivered(job_id, kind):
+        if self._ledger.delivered(job_id, kind):
             log.info("the %s of job %s was sent by another worker", kind, job_id)
             return False
         raise RetryLater(
@@ -199,7 +197,7 @@ class Notifier:
         once the claim lapses and tell the owner twice, so keep trying for a while.
         """
         retry_transient(
-            lambda: self._jobs.mark_delivered(job_id, kind, outcome=outcome),
+            lambda: self._ledger.mark_delivered(job_id, kind, outcome=outcome),
             f"MongoDB to record the {kind} of job {job_id}",
             timeout=RECORD_PATIENCE_SECONDS,
             base=0.25,

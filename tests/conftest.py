@@ -19,10 +19,10 @@ import pymongo
 import pytest
 
 from common.config import MongoConfig, RabbitConfig
-from common.messaging import purge_queues
 from common.storage import Storage
 from devstack import servers
 from devstack.mailsink import MailSink
+from devstack.stack import purge_queues
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 

@@ -33,6 +33,8 @@ def test_defaults(key_file: Path, signing_key: RSAPrivateKey) -> None:
     assert config.trusted_proxies == 0
     assert config.environment == "development"
     assert (config.argon2.time_cost, config.argon2.memory_kib) == (3, 65536)
+    # Each default is declared once: nothing set gives what Config(...) gives.
+    assert config == Config(jwt_private_key=config.jwt_private_key)
 
 
 def test_every_variable_is_read(key_pem: str) -> None:

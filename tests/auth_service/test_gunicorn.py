@@ -87,4 +87,4 @@ def test_gunicorn_serves_logins(gunicorn_url: str, user: Account) -> None:
     )
     assert claims.status_code == 200
     assert claims.json()["sub"] == user.email
-    assert requests.get(f"{gunicorn_url}/ready", timeout=10).json() == {"status": "ready"}
+    assert requests.get(f"{gunicorn_url}/ready", timeout=10).json()["status"] == "ready"

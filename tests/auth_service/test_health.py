@@ -40,7 +40,7 @@ def test_ready_when_the_users_table_exists(live_server: LiveServer) -> None:
     response = live_server.get("/ready")
 
     assert response.status_code == 200
-    assert response.json() == {"status": "ready"}
+    assert response.json() == {"status": "ready", "checks": {"mysql": "ok"}}
 
 
 def test_not_ready_before_init_db(
@@ -48,7 +48,7 @@ def test_not_ready_before_init_db(
 ) -> None:
     server = serve(make_app(init_db=False))
 
-    assert_unavailable(server.get("/ready"), "not_ready")
+    assert_not_ready(server.get("/ready"))
     assert_unavailable(server.login("a@example.com", "password"), "service_unavailable")
 
 
@@ -68,7 +68,7 @@ def test_mysql_outage_is_503_and_recovers_by_itself(
 
     assert_unavailable(down_login, "service_unavailable")
     assert down_login.headers["Retry-After"].isdigit()
-    assert_unavailable(down_ready, "not_ready")
+    assert_not_ready(down_ready)
     assert down_create.status_code == 401  # refused before any database work
     assert server.get("/health").status_code == 200
 
@@ -92,3 +92,9 @@ def test_connections_severed_between_requests_are_not_reused(
     assert server.login(user.email, user.password).status_code == 200
     # Each request closes its connection when it ends; the proxy sees that shortly.
     wait_until(lambda: mysql_proxy.connection_count == 0, timeout=5)
+
+
+def assert_not_ready(response) -> None:
+    """The one /ready body of every service: which dependency is missing."""
+    assert response.status_code == 503
+    assert response.json() == {"status": "unavailable", "checks": {"mysql": "unavailable"}}

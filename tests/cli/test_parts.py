@@ -10,7 +10,7 @@ import sys
 import pytest
 from werkzeug.formparser import parse_form_data
 
-from video2mp3.cli import usage_lines
+from video2mp3.cli.output import usage_lines
 from video2mp3.client import filename_from_disposition
 from video2mp3.config import (
     DEFAULT_SERVER,

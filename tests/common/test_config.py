@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from typing import Any
+
 import pytest
 
 from common.config import (
@@ -10,13 +13,20 @@ from common.config import (
     Env,
     LoggingConfig,
     MongoConfig,
+    PipelineConfig,
     RabbitConfig,
+    Settings,
+    given,
     is_placeholder,
-    pipeline_settings,
     redact_url,
     require_secrets,
+    setting,
+    variable_of,
 )
 from common.errors import ConfigError
+from converter.config import Config as ConverterConfig
+from gateway.config import Config as GatewayConfig
+from notification.config import Config as NotificationConfig
 
 
 def test_str_uses_default_and_requires_when_no_default():
@@ -206,10 +216,19 @@ GOOD_RABBIT = "amqp://gateway:Wq7-real-pass@rabbitmq:5672/%2F"
 def test_production_refuses_a_store_or_broker_without_real_credentials(environ, refused):
     env = Env({"APP_ENV": "production", **environ})
     if refused is None:
-        assert pipeline_settings(env)["environment"] == "production"
+        assert PipelineConfig.from_env(env).environment == "production"
     else:
         with pytest.raises(ConfigError, match=f"placeholder secrets: {refused}"):
-            pipeline_settings(env)
+            PipelineConfig.from_env(env)
+
+
+@dataclass(frozen=True, slots=True)
+class WithSecrets(PipelineConfig):
+    """A service with secrets of its own: one missing, one real."""
+
+    @classmethod
+    def secrets(cls, values: dict[str, Any]) -> dict[str, str | None]:
+        return {"WEBHOOK_SECRET": None, "SMTP_PASSWORD": "hunter2-ok"}
 
 
 def test_production_names_every_offending_secret_and_shows_none():
@@ -221,7 +240,7 @@ def test_production_names_every_offending_secret_and_shows_none():
         }
     )
     with pytest.raises(ConfigError) as refusal:
-        pipeline_settings(env, secrets={"WEBHOOK_SECRET": None, "SMTP_PASSWORD": "hunter2-ok"})
+        WithSecrets.from_env(env)
     message = str(refusal.value)
     assert message.endswith("placeholder secrets: MONGO_URI password, WEBHOOK_SECRET")
     assert "changeme" not in message
@@ -229,9 +248,9 @@ def test_production_names_every_offending_secret_and_shows_none():
 
 
 def test_development_runs_on_the_local_defaults():
-    settings = pipeline_settings(Env({}))
-    assert settings["environment"] == "development"
-    assert settings["mongo"] == MongoConfig()
+    settings = PipelineConfig.from_env(Env({}))
+    assert settings.environment == "development"
+    assert settings.mongo == MongoConfig()
 
 
 def test_mongo_uri_must_be_a_mongodb_uri_and_the_refusal_hides_its_password():
@@ -241,6 +260,93 @@ def test_mongo_uri_must_be_a_mongodb_uri_and_the_refusal_hides_its_password():
 
 
 def test_connection_strings_stay_out_of_the_repr():
-    settings = pipeline_settings(Env({"MONGO_URI": GOOD_MONGO, "RABBITMQ_URL": GOOD_RABBIT}))
+    settings = PipelineConfig.from_env(Env({"MONGO_URI": GOOD_MONGO, "RABBITMQ_URL": GOOD_RABBIT}))
     assert "o8Lq2vZ-real" not in repr(settings)
     assert "Wq7-real-pass" not in repr(settings)
+
+
+# --- declaring settings once --------------------------------------------------------
+
+
+def _shout(env: Env, name: str, default: str) -> str:
+    return env.str(name, default).upper()
+
+
+@dataclass(frozen=True, slots=True)
+class Sample(Settings):
+    """One field of every kind the generic reader knows."""
+
+    text: str = setting("S_TEXT", "plain")
+    maybe: str | None = setting("S_MAYBE", None, secret=True)
+    count: int = setting("S_COUNT", 3, minimum=1, maximum=9)
+    ratio: float = setting("S_RATIO", 0.5, minimum=0.0, maximum=1.0)
+    flag: bool = setting("S_FLAG", False)
+    mode: str = setting("S_MODE", "a", choices=("a", "b"))
+    size: int = setting("S_SIZE", 1024, read=Env.size)
+    shout: str = setting("S_SHOUT", "QUIET", read=_shout)
+    limit: int | None = setting("S_LIMIT", 5, minimum=0, unlimited_at_zero=True)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+
+
+def test_an_unset_variable_gives_the_fields_one_default():
+    assert Sample.from_env({}) == Sample()
+
+
+def test_every_kind_of_setting_is_read_from_its_variable():
+    environ = {
+        "S_TEXT": "other",
+        "S_MAYBE": "hunter2-secret",
+        "S_COUNT": "9",
+        "S_RATIO": "0.25",
+        "S_FLAG": "yes",
+        "S_MODE": "B",
+        "S_SIZE": "2k",
+        "S_SHOUT": "loud",
+        "S_LIMIT": "0",
+        "LOG_LEVEL": "debug",
+    }
+    sample = Sample.from_env(environ)
+
+    assert sample == Sample(
+        text="other",
+        maybe="hunter2-secret",
+        count=9,
+        ratio=0.25,
+        flag=True,
+        mode="b",
+        size=2048,
+        shout="LOUD",
+        limit=None,
+        logging=LoggingConfig(level="DEBUG"),
+    )
+    assert "hunter2" not in repr(sample)
+
+
+# What each setting of Sample refuses, and how the refusal begins.
+REFUSED = {
+    "S_COUNT=10": "S_COUNT must be at most 9",
+    "S_RATIO=1.5": "S_RATIO must be at most 1.0",
+    "S_MODE=c": "S_MODE must be one of a, b",
+    "S_LIMIT=-1": "S_LIMIT must be at least 0",
+    "LOG_FORMAT=xml": "LOG_FORMAT must be one of json, text",
+}
+
+
+@pytest.mark.parametrize(("assignment", "message"), REFUSED.items())
+def test_a_setting_out_of_bounds_names_its_variable(assignment, message):
+    name, value = assignment.split("=")
+    with pytest.raises(ConfigError, match=message):
+        Sample.from_env({name: value})
+
+
+def test_a_field_knows_its_variable_and_whether_it_is_given():
+    assert variable_of(Sample, "count") == "S_COUNT"
+    assert given(Env({"S_COUNT": "4"}), Sample, "count")
+    assert not given(Env({"S_COUNT": ""}), Sample, "count")
+
+
+@pytest.mark.parametrize("config", [GatewayConfig, ConverterConfig, NotificationConfig])
+def test_a_services_defaults_are_its_dataclass_defaults(config):
+    """Nothing set in the environment gives what ``Config(...)`` gives in a test."""
+    rabbit = RabbitConfig.from_env({})
+    assert config.from_env({}) == config(mongo=MongoConfig(), rabbit=rabbit)

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import time
-from datetime import timedelta
 
 import pytest
 from bson import ObjectId
 
-from common.jobs import DONE, EMAIL, FAILED, PROCESSING, QUEUED, JobStore, new_job_id, public_view
+from common.jobs import DONE, FAILED, PROCESSING, QUEUED, JobStore, new_job_id, public_view
 
 
 @pytest.fixture
@@ -141,18 +140,6 @@ def test_fail_records_a_reason(jobs):
     assert failed["status"] == FAILED
     assert failed["error"] == "the video has no audio track"
     assert jobs.start(job["_id"]) is None
-
-
-def test_notification_claims_are_exclusive_and_expire(jobs):
-    job = make_job(jobs)
-    assert jobs.claim(job["_id"], EMAIL, lease=timedelta(minutes=5)) is not None
-    assert jobs.claim(job["_id"], EMAIL, lease=timedelta(minutes=5)) is None
-    jobs.release(job["_id"], EMAIL)
-    assert jobs.claim(job["_id"], EMAIL, lease=timedelta(seconds=-1)) is not None
-    # the holder "died": its lease is already over, so another worker may claim
-    assert jobs.claim(job["_id"], EMAIL, lease=timedelta(minutes=5)) is not None
-    jobs.mark_delivered(job["_id"], EMAIL, outcome="sent")
-    assert jobs.claim(job["_id"], EMAIL, lease=timedelta(minutes=5)) is None
 
 
 def test_unfinished_among_names_the_queued_and_processing_jobs(jobs):

@@ -21,11 +21,11 @@ from common.messaging import (
     Publisher,
     dead_letter_queue,
     decode_message,
-    purge_queues,
     retry_queue,
 )
 from common.retry import RetryLadder
 from common.worker import run_worker
+from devstack.stack import purge_queues
 from tests.support.polling import wait_until
 from tests.support.rabbit import body_of, get_message, put_raw, queue_depth, running
 from tests.support.tcp_proxy import TcpProxy

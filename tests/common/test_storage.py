@@ -14,14 +14,8 @@ import gridfs.errors
 import pytest
 
 from common.errors import TransientError
-from common.storage import (
-    CHUNK_SIZE,
-    READ_BATCH_CHUNKS,
-    UPLOAD_BATCH_CHUNKS,
-    FileNotFound,
-    Storage,
-    parse_object_id,
-)
+from common.mongo import FileNotFound, parse_object_id
+from common.storage import CHUNK_SIZE, READ_BATCH_CHUNKS, UPLOAD_BATCH_CHUNKS, Storage
 from tests.support.polling import wait_until
 from tests.support.tcp_proxy import TcpProxy
 

@@ -31,9 +31,9 @@ class IdleConsumer:
     is_connected = True
 
 
-def health(port: int) -> tuple[int, dict]:
+def health(port: int, path: str = "/health") -> tuple[int, dict]:
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as response:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
             return response.status, json.load(response)
     except urllib.error.HTTPError as error:
         return error.code, json.load(error)
@@ -121,3 +121,22 @@ def test_a_stall_counts_from_the_last_progress_of_work_in_hand() -> None:
     now[0] = 10_000.0
     stall.progressed()  # a late report from work already over changes nothing
     assert stall.problem() is None
+
+
+def test_ready_names_each_queue_in_the_body_every_service_uses() -> None:
+    connected, lost = IdleConsumer(), IdleConsumer()
+    lost.queue, lost.is_connected = "webhook", False
+    server = HealthServer([connected, lost], host="127.0.0.1", port=0)  # type: ignore[list-item]
+    server.start()
+    try:
+        assert health(server.port, "/ready") == (
+            503,
+            {
+                "status": "unavailable",
+                "checks": {"queue video": "ok", "queue webhook": "unavailable"},
+            },
+        )
+        lost.is_connected = True
+        assert health(server.port, "/ready")[0] == 200
+    finally:
+        server.stop()

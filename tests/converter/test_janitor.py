@@ -11,8 +11,9 @@ import pytest
 from bson import ObjectId
 from prometheus_client import REGISTRY
 
-from common.jobs import DONE, FAILED, QUEUED, JobStore, new_job_id, utcnow
+from common.jobs import DONE, FAILED, QUEUED, JobStore, new_job_id
 from common.messaging import Publisher
+from common.mongo import utcnow
 from converter.janitor import Janitor
 from tests.support.rabbit import get_message
 

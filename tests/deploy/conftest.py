@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from tests.conftest import unavailable
-from tests.deploy.files import ENV_EXAMPLE, env_file_values
+from tests.deploy.files import ENV_EXAMPLE, ENVIRONMENTS, env_file_values, environment_objects
 
 # What the tests put where the templates say "changeme": a value no check refuses.
 TEST_SECRET = "s3cr3t4tests"
@@ -23,6 +24,19 @@ def kubectl() -> str:
     if path is None:
         unavailable("kubectl is not installed (it comes with the machine image)")
     return path
+
+
+@pytest.fixture(params=ENVIRONMENTS)
+def environment(request: pytest.FixtureRequest) -> str:
+    """Name a kind of cluster: the base, or an overlay (parametrize it to choose some)."""
+    return request.param
+
+
+@pytest.fixture
+def docs(environment: str, request: pytest.FixtureRequest) -> list[dict[str, Any]]:
+    """Return the objects ``environment`` applies (an overlay's as kubectl kustomize renders it)."""
+    kubectl = None if environment == "base" else request.getfixturevalue("kubectl")
+    return environment_objects(environment, kubectl)
 
 
 @pytest.fixture(scope="session")

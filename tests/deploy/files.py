@@ -14,6 +14,7 @@ import os
 import re
 import shlex
 import subprocess
+import tempfile
 import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -33,6 +34,14 @@ ENV_EXAMPLE = ROOT / ".env.example"
 NAMESPACE = "video2mp3"
 # The lead's Prometheus/Grafana folder has its own tests (tests/monitoring).
 NOT_OURS = {"monitoring"}
+# Folders of k8s/ that hold no component: the list the overlays build on, and the overlays.
+BASE = K8S / "base"
+OVERLAYS = K8S / "overlays"
+# The kinds of cluster: the base as its files say (kubectl apply -k k8s/, or -f per
+# folder), and each overlay as kubectl kustomize renders it.
+ENVIRONMENTS = ("base", "dev", "production")
+# Where production's settings hold: the dev overlay lowers them (test_overlays.py).
+PRODUCTION_SHAPED = ("base", "production")
 # The name kustomize recognises that `kubectl apply -f <folder>/` skips (no .yaml).
 FOLDER_KUSTOMIZATION = "Kustomization"
 SECRET_TEMPLATE = "secret.yaml.template"
@@ -70,6 +79,11 @@ def project_version() -> str:
         return tomllib.load(pyproject)["project"]["version"]
 
 
+# An exact release: MAJOR.MINOR.PATCH, with an optional "v" and variant ("-management",
+# "-slim-bookworm"), or any tag pinned to its digest.
+PINNED = re.compile(r"[^:@]+:v?\d+\.\d+\.\d+(-[a-z0-9.-]+)?|[^@]+@sha256:[0-9a-f]{64}")
+
+
 def image_of(service: Service) -> str:
     """Return the image name and tag every deployment file uses for ``service``."""
     return f"video2mp3/{service.package}:{project_version()}"
@@ -89,12 +103,18 @@ def _parsed_yaml(path: Path, _mtime_ns: int) -> list[dict[str, Any]]:
 # ---------------------------------------------------------------------- k8s/
 def k8s_folders() -> list[Path]:
     """Return the component folders under k8s/ that this project's tests own."""
-    return sorted(p for p in K8S.iterdir() if p.is_dir() and p.name not in NOT_OURS)
+    skipped = NOT_OURS | {BASE.name, OVERLAYS.name}
+    return sorted(p for p in K8S.iterdir() if p.is_dir() and p.name not in skipped)
+
+
+def overlay_folders() -> list[Path]:
+    """Return the overlays under k8s/overlays/, one per kind of cluster."""
+    return sorted(p for p in OVERLAYS.iterdir() if p.is_dir())
 
 
 def manifest_files() -> list[Path]:
-    """Return every manifest: top-level and per-folder YAML files and the Secret templates."""
-    files = [p for p in K8S.glob("*.yaml") if p.name != "kustomization.yaml"]
+    """Return every component folder's YAML files, and every Secret template (overlays' too)."""
+    files = list(OVERLAYS.glob(f"*/{SECRET_TEMPLATE}"))
     for folder in k8s_folders():
         files += folder.glob("*.yaml")
         files += folder.glob(SECRET_TEMPLATE)
@@ -111,6 +131,39 @@ def objects(paths: list[Path] | None = None) -> list[dict[str, Any]]:
     return [doc for path in paths or applied_manifest_files() for doc in load_yaml_documents(path)]
 
 
+def kubectl_output(kubectl: str, *args: str) -> str:
+    """Run kubectl with an empty home and no kubeconfig (no cluster exists here)."""
+    with tempfile.TemporaryDirectory() as home:
+        result = subprocess.run(
+            [kubectl, *args],
+            env={"KUBECONFIG": f"{home}/kubeconfig", "HOME": home, "PATH": "/usr/bin:/bin"},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def kustomize(kubectl: str, folder: Path) -> list[dict[str, Any]]:
+    """Return the objects `kubectl kustomize folder` renders, in its order (a fresh copy)."""
+    return copy.deepcopy(_kustomized(kubectl, folder))
+
+
+@functools.cache
+def _kustomized(kubectl: str, folder: Path) -> list[dict[str, Any]]:
+    return list(yaml.safe_load_all(kubectl_output(kubectl, "kustomize", str(folder))))
+
+
+def environment_objects(environment: str, kubectl: str | None) -> list[dict[str, Any]]:
+    """Return what a kind of cluster applies: the base's files, or an overlay as rendered."""
+    if environment == "base":
+        return objects()
+    assert kubectl, "rendering an overlay needs kubectl"
+    return kustomize(kubectl, OVERLAYS / environment)
+
+
 def find(kind: str, name: str, docs: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """Return the one object of ``kind`` called ``name``."""
     matches = [
@@ -125,7 +178,8 @@ def find(kind: str, name: str, docs: list[dict[str, Any]] | None = None) -> dict
 def secret_templates() -> dict[str, dict[str, str]]:
     """Return each templated Secret's name and its placeholder data."""
     templates = {}
-    for path in K8S.glob(f"*/{SECRET_TEMPLATE}"):
+    # The component folders' and the overlays' (production's TLS certificate).
+    for path in sorted(K8S.rglob(SECRET_TEMPLATE)):
         for doc in load_yaml_documents(path):
             assert doc["kind"] == "Secret", path
             templates[doc["metadata"]["name"]] = dict(doc.get("stringData", {}))

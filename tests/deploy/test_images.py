@@ -16,6 +16,7 @@ from tests.deploy.files import (
     COMPOSE_FILE,
     ENV_EXAMPLE,
     K8S,
+    PINNED,
     ROOT,
     SERVICES,
     compose_command,
@@ -186,13 +187,11 @@ def test_the_builder_takes_uv_by_hash_and_the_lock_unchanged():
     assert install.startswith("pip install --require-hashes -r uv.txt")
 
 
-# An exact release: MAJOR.MINOR.PATCH, with an optional "v" and variant ("-management",
-# "-slim-bookworm"), or any tag pinned to its digest.
-PINNED = re.compile(r"[^:@]+:v?\d+\.\d+\.\d+(-[a-z0-9.-]+)?|[^@]+@sha256:[0-9a-f]{64}")
-
-
 def every_image(compose) -> dict[str, str]:
-    """Return every image compose, k8s/ (monitoring included) and the Dockerfile name, by where."""
+    """Return every image compose, k8s/ (monitoring included) and the Dockerfile name, by where.
+
+    The overlays change images through kustomize: test_overlays.py checks them as rendered.
+    """
     images = {f"compose {name}": service["image"] for name, service in compose["services"].items()}
     for path in sorted(K8S.rglob("*.yaml")):
         for doc in load_yaml_documents(path):

@@ -4,14 +4,16 @@ No cluster runs here. Core kinds are checked with kubernetes-validate's strict
 schemas for the pinned Kubernetes version; KEDA's kinds with the JSON Schemas of
 KEDA 2.16.1's CRDs exported from cloudcoil-models-keda (schemas/generate_keda.py
 says how and why); the kustomizations with kubectl's own kustomize and resource
-reader.
+reader. The checks that take ``docs`` run on every kind of cluster: the base as
+its files say, and each overlay (k8s/overlays/) as kubectl kustomize renders it;
+those parametrized with PRODUCTION_SHAPED hold where production's numbers do.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import re
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -24,16 +26,21 @@ from common.config import Env, MongoConfig, RabbitConfig, is_placeholder
 from gateway import create_app as create_gateway
 from gateway.config import Config as GatewayConfig
 from tests.deploy.files import (
+    BASE,
     FOLDER_KUSTOMIZATION,
     K8S,
     NAMESPACE,
+    PRODUCTION_SHAPED,
     SERVICES,
     find,
     image_of,
     k8s_folders,
+    kubectl_output,
+    kustomize,
     load_yaml_documents,
     manifest_files,
     objects,
+    overlay_folders,
     pod_containers,
     resolve_port,
     secret_templates,
@@ -56,9 +63,28 @@ def validate_keda(doc: dict[str, Any]) -> None:
     jsonschema.Draft202012Validator(KEDA_SCHEMAS["kinds"][doc["kind"]]).validate(doc)
 
 
+def validate(doc: dict[str, Any]) -> None:
+    """Validate an object against its API's schema (KEDA's CRDs or Kubernetes', strict).
+
+    Raises:
+        jsonschema.ValidationError: a keda.sh object the API server would reject.
+        kubernetes_validate.ValidationError: any other object it would reject.
+    """
+    if doc["apiVersion"].startswith("keda.sh/"):
+        validate_keda(doc)
+    else:
+        kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
+
+
 def object_id(doc: dict[str, Any]) -> str:
     """Return ``kind/name``."""
     return f"{doc['kind']}/{doc['metadata']['name']}"
+
+
+def find_id(key: str, docs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Return the one object whose ``kind/name`` is ``key``."""
+    kind, _, name = key.partition("/")
+    return find(kind, name, docs)
 
 
 def manifest_documents() -> list[tuple[Path, dict[str, Any]]]:
@@ -72,14 +98,21 @@ def manifest_documents() -> list[tuple[Path, dict[str, Any]]]:
     ids=lambda v: str(v.relative_to(K8S)) if isinstance(v, Path) else object_id(v),
 )
 def test_manifest_is_valid_for_its_api(path, doc):
-    if doc["apiVersion"].startswith("keda.sh/"):
-        validate_keda(doc)
-    else:
-        kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
+    validate(doc)
     metadata = doc["metadata"]
     if doc["kind"] != "Namespace":
         assert metadata["namespace"] == NAMESPACE, "kubectl apply -f needs the namespace"
     assert "app" in metadata["labels"]
+
+
+# The overlays add no object to the base's (test_overlays.py), so the base's list names them all.
+@pytest.mark.parametrize("environment", ["dev", "production"])
+@pytest.mark.parametrize("key", [object_id(doc) for doc in objects()])
+def test_rendered_overlay_object_is_valid_for_its_api(docs, key):
+    doc = find_id(key, docs)
+    validate(doc)
+    if doc["kind"] != "Namespace":
+        assert doc["metadata"]["namespace"] == NAMESPACE
 
 
 def test_every_keda_kind_in_use_is_checked():
@@ -105,9 +138,10 @@ def test_the_keda_check_rejects_what_keda_would(change, message):
         validate_keda({**scaled, "spec": {**scaled["spec"], **change}})
 
 
-def test_the_converter_scales_1_to_10_on_its_video_queue():
-    scaled = find("ScaledObject", "converter")["spec"]
-    deployment = find("Deployment", "converter")
+@pytest.mark.parametrize("environment", PRODUCTION_SHAPED)
+def test_the_converter_scales_1_to_10_on_its_video_queue(docs):
+    scaled = find("ScaledObject", "converter", docs)["spec"]
+    deployment = find("Deployment", "converter", docs)
     assert scaled["scaleTargetRef"]["name"] == deployment["metadata"]["name"]
     assert scaled["scaleTargetRef"].get("kind", "Deployment") == "Deployment"
     assert (scaled["minReplicaCount"], scaled["maxReplicaCount"]) == (1, 10)
@@ -115,8 +149,9 @@ def test_the_converter_scales_1_to_10_on_its_video_queue():
     (trigger,) = scaled["triggers"]
     assert trigger["type"] == "rabbitmq"
     assert trigger["metadata"]["mode"] == "QueueLength"
-    assert trigger["metadata"]["queueName"] == find("ConfigMap", "converter")["data"]["VIDEO_QUEUE"]
-    auth = find("TriggerAuthentication", trigger["authenticationRef"]["name"])
+    video_queue = find("ConfigMap", "converter", docs)["data"]["VIDEO_QUEUE"]
+    assert trigger["metadata"]["queueName"] == video_queue
+    auth = find("TriggerAuthentication", trigger["authenticationRef"]["name"], docs)
     refs = {ref["parameter"]: ref for ref in auth["spec"]["secretTargetRef"]}
     # The management API over HTTPS, its certificate checked, as a user of its own.
     assert set(refs) == {"host", "username", "password", "tls", "ca"}
@@ -128,15 +163,16 @@ def test_the_converter_scales_1_to_10_on_its_video_queue():
     assert templates[refs["tls"]["name"]][refs["tls"]["key"]] == "enable"
 
 
-def test_the_gateway_scales_with_an_hpa():
-    hpa = find("HorizontalPodAutoscaler", "gateway")["spec"]
+@pytest.mark.parametrize("environment", PRODUCTION_SHAPED)
+def test_the_gateway_scales_with_an_hpa(docs):
+    hpa = find("HorizontalPodAutoscaler", "gateway", docs)["spec"]
     assert hpa["scaleTargetRef"] == {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
         "name": "gateway",
     }
     assert 2 <= hpa["minReplicas"] < hpa["maxReplicas"]
-    assert "replicas" not in find("Deployment", "gateway")["spec"], "the HPA owns the count"
+    assert "replicas" not in find("Deployment", "gateway", docs)["spec"], "the HPA owns the count"
 
 
 def nginx_size(value: str) -> int:
@@ -146,9 +182,9 @@ def nginx_size(value: str) -> int:
     return int(match.group(1)) * {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}[match.group(2)]
 
 
-def test_the_ingress_admits_exactly_the_gateways_largest_upload():
-    ingress = find("Ingress", "gateway")
-    gateway_limit = Env(find("ConfigMap", "gateway")["data"]).size("MAX_CONTENT_LENGTH", 0)
+def test_the_ingress_admits_exactly_the_gateways_largest_upload(docs):
+    ingress = find("Ingress", "gateway", docs)
+    gateway_limit = Env(find("ConfigMap", "gateway", docs)["data"]).size("MAX_CONTENT_LENGTH", 0)
     annotations = ingress["metadata"]["annotations"]
     assert nginx_size(annotations["nginx.ingress.kubernetes.io/proxy-body-size"]) == gateway_limit
     assert gateway_limit == 2 * 1024**3
@@ -158,13 +194,19 @@ def test_the_ingress_admits_exactly_the_gateways_largest_upload():
     (rule,) = ingress["spec"]["rules"]
     for path in rule["http"]["paths"]:
         assert path["backend"] == {"service": {"name": "gateway", "port": {"name": "http"}}}
-    public_url = find("ConfigMap", "gateway")["data"]["PUBLIC_URL"]
-    assert public_url.endswith(f"//{rule['host']}")
+    # Links in pages and emails name the Ingress's host, over TLS when it serves TLS.
+    scheme = "https" if ingress["spec"].get("tls") else "http"
+    for configmap in ("gateway", "notification"):
+        public_url = find("ConfigMap", configmap, docs)["data"]["PUBLIC_URL"]
+        assert public_url == f"{scheme}://{rule['host']}", configmap
+    for tls in ingress["spec"].get("tls", []):
+        assert tls["hosts"] == [rule["host"]]
+        assert tls["secretName"] in secret_templates()
 
 
-def ingress_routes(request_path: str) -> bool:
+def ingress_routes(request_path: str, docs: list[dict[str, Any]]) -> bool:
     """Tell whether the gateway's Ingress routes ``request_path`` (Exact and Prefix rules)."""
-    (rule,) = find("Ingress", "gateway")["spec"]["rules"]
+    (rule,) = find("Ingress", "gateway", docs)["spec"]["rules"]
     for path in rule["http"]["paths"]:
         if path["pathType"] == "Exact" and request_path == path["path"]:
             return True
@@ -176,7 +218,8 @@ def ingress_routes(request_path: str) -> bool:
     return False
 
 
-def gateway_routes() -> list[str]:
+@functools.cache
+def gateway_routes() -> tuple[str, ...]:
     """Return a request path for every route of the gateway app (``<x>`` filled in)."""
     app = create_gateway(
         GatewayConfig(
@@ -185,30 +228,38 @@ def gateway_routes() -> list[str]:
         )
     )
     rules = {rule.rule for rule in app.url_map.iter_rules() if rule.endpoint != "static"}
-    return sorted(re.sub(r"<[^>]+>", "x", rule) for rule in rules)
+    return tuple(sorted(re.sub(r"<[^>]+>", "x", rule) for rule in rules))
 
 
-def test_the_ingress_routes_every_gateway_route_but_metrics():
+def test_the_ingress_routes_every_gateway_route_but_metrics(docs):
     routes = gateway_routes()
     assert {"/metrics", "/upload"} <= set(routes)
-    unrouted = [route for route in routes if not ingress_routes(route)]
+    unrouted = [route for route in routes if not ingress_routes(route, docs)]
     assert unrouted == ["/metrics"], "add the gateway's new routes to k8s/gateway/ingress.yaml"
     # Prometheus scrapes the pods directly; nothing outside reaches the metrics.
     for path in ("/metrics", "/metrics/", "/metrics/x"):
-        assert not ingress_routes(path)
-    assert not ingress_routes("/jobsx")
+        assert not ingress_routes(path, docs)
+    assert not ingress_routes("/jobsx", docs)
 
 
-def test_only_the_gateway_is_exposed():
-    assert [doc["metadata"]["name"] for doc in objects() if doc["kind"] == "Ingress"] == ["gateway"]
-    for doc in objects():
+def test_only_the_gateway_is_exposed(docs):
+    assert [doc["metadata"]["name"] for doc in docs if doc["kind"] == "Ingress"] == ["gateway"]
+    for doc in docs:
         if doc["kind"] == "Service":
             assert doc["spec"].get("type", "ClusterIP") == "ClusterIP", object_id(doc)
 
 
 # ------------------------------------------------------------------- security
-@pytest.mark.parametrize("workload", workloads(), ids=object_id)
-def test_pods_meet_the_restricted_pod_security_standard(workload):
+def test_the_namespace_enforces_the_restricted_pod_security_standard(docs):
+    namespace = find("Namespace", NAMESPACE, docs)
+    labels = namespace["metadata"]["labels"]
+    assert labels["pod-security.kubernetes.io/enforce"] == "restricted"
+    assert labels["pod-security.kubernetes.io/enforce-version"] == "latest"
+
+
+@pytest.mark.parametrize("key", [object_id(w) for w in workloads()])
+def test_pods_meet_the_restricted_pod_security_standard(docs, key):
+    workload = find_id(key, docs)
     pod = workload["spec"]["template"]["spec"]
     context = pod["securityContext"]
     assert context["runAsNonRoot"] is True
@@ -226,8 +277,8 @@ def test_pods_meet_the_restricted_pod_security_standard(workload):
 
 
 @pytest.mark.parametrize("service", SERVICES, ids=lambda s: s.package)
-def test_service_pods_run_as_10001_on_a_read_only_root(service):
-    deployment = find("Deployment", service.k8s)
+def test_service_pods_run_as_10001_on_a_read_only_root(service, docs):
+    deployment = find("Deployment", service.k8s, docs)
     pod = deployment["spec"]["template"]["spec"]
     assert (pod["securityContext"]["runAsUser"], pod["securityContext"]["runAsGroup"]) == (
         10001,
@@ -235,21 +286,28 @@ def test_service_pods_run_as_10001_on_a_read_only_root(service):
     )
     volumes = {v["name"]: v for v in pod["volumes"]}
     for container in pod_containers(deployment):
-        assert container["image"] == image_of(service)
         assert container["securityContext"]["readOnlyRootFilesystem"] is True
         mounts = {m["mountPath"]: m["name"] for m in container.get("volumeMounts", [])}
         tmp = mounts["/tmp"]  # noqa: S108 - the pod's own emptyDir, not a shared /tmp
         assert "emptyDir" in volumes[tmp], "every container needs a writable /tmp"
     if service.package == "converter":
-        workdir = find("ConfigMap", "converter")["data"]["CONVERTER_WORKDIR"]
+        workdir = find("ConfigMap", "converter", docs)["data"]["CONVERTER_WORKDIR"]
         (container,) = pod["containers"]
         mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
         assert "emptyDir" in volumes[mounts[workdir]]
 
 
+@pytest.mark.parametrize("environment", PRODUCTION_SHAPED)
 @pytest.mark.parametrize("service", SERVICES, ids=lambda s: s.package)
-def test_probes_and_scrape_annotations_use_the_service_port(service):
-    deployment = find("Deployment", service.k8s)
+def test_service_pods_run_the_release_image(service, docs):
+    for container in pod_containers(find("Deployment", service.k8s, docs)):
+        assert container["image"] == image_of(service)
+        assert container["imagePullPolicy"] == "IfNotPresent"
+
+
+@pytest.mark.parametrize("service", SERVICES, ids=lambda s: s.package)
+def test_probes_and_scrape_annotations_use_the_service_port(service, docs):
+    deployment = find("Deployment", service.k8s, docs)
     (container,) = deployment["spec"]["template"]["spec"]["containers"]
     assert [p["containerPort"] for p in container["ports"]] == [service.port]
     for probe, path in (("livenessProbe", "/health"), ("readinessProbe", "/ready")):
@@ -263,12 +321,11 @@ def test_probes_and_scrape_annotations_use_the_service_port(service):
     }
     labels = deployment["spec"]["template"]["metadata"]["labels"]
     assert labels == deployment["spec"]["selector"]["matchLabels"] == {"app": service.k8s}
-    pdb = find("PodDisruptionBudget", service.k8s)
+    pdb = find("PodDisruptionBudget", service.k8s, docs)
     assert pdb["spec"]["selector"]["matchLabels"] == {"app": service.k8s}
 
 
-def test_services_reach_named_container_ports():
-    docs = objects()
+def test_services_reach_named_container_ports(docs):
     for service in (doc for doc in docs if doc["kind"] == "Service"):
         pods = [w for w in workloads(docs) if w["spec"]["selector"]["matchLabels"].items()
                 <= service["spec"]["selector"].items()]  # fmt: skip
@@ -278,9 +335,8 @@ def test_services_reach_named_container_ports():
             assert resolve_port(container, port["targetPort"]) == port["port"], object_id(service)
 
 
-def test_secret_references_name_templated_keys():
+def test_secret_references_name_templated_keys(docs):
     templates = secret_templates()
-    docs = objects()
     for workload in workloads(docs):
         for container in pod_containers(workload):
             for source in container.get("envFrom", []):
@@ -293,6 +349,9 @@ def test_secret_references_name_templated_keys():
         for volume in workload["spec"]["template"]["spec"].get("volumes", []):
             if "secret" in volume:
                 assert volume["secret"]["secretName"] in templates
+    for ingress in (doc for doc in docs if doc["kind"] == "Ingress"):
+        for tls in ingress["spec"].get("tls", []):
+            assert tls["secretName"] in templates
 
 
 # Template keys that name an account or a setting rather than hold a secret.
@@ -310,11 +369,18 @@ def test_secret_templates_hold_only_placeholders():
             assert secret_free, f"{name}.{key} looks like a real secret"
 
 
-def test_secret_templates_are_not_applied():
-    for folder in k8s_folders():
-        kustomization = yaml.safe_load((folder / FOLDER_KUSTOMIZATION).read_text())
-        assert all(not r.startswith("secret") for r in kustomization["resources"])
-    assert all(doc["kind"] != "Secret" for doc in objects())
+def test_no_kustomization_lists_a_secret_template():
+    kustomizations = [folder / FOLDER_KUSTOMIZATION for folder in k8s_folders()]
+    kustomizations += [K8S / "kustomization.yaml", BASE / "kustomization.yaml"]
+    kustomizations += [folder / "kustomization.yaml" for folder in overlay_folders()]
+    for path in kustomizations:
+        kustomization = yaml.safe_load(path.read_text())
+        assert all("secret" not in r for r in kustomization["resources"]), path
+        assert not {"secretGenerator", "generators"} & set(kustomization), path
+
+
+def test_no_secret_is_applied(docs):
+    assert all(doc["kind"] != "Secret" for doc in docs)
 
 
 # ------------------------------------------------------------ network policies
@@ -381,8 +447,7 @@ def flow_allowed(policies, source, destination, port, protocol="TCP") -> bool:
     return out_ok and in_ok
 
 
-def test_network_policies_allow_exactly_the_designed_flows():
-    docs = objects()
+def test_network_policies_allow_exactly_the_designed_flows(docs):
     policies = [doc for doc in docs if doc["kind"] == "NetworkPolicy"]
     pods = {
         w["metadata"]["labels"]["app"]: (
@@ -427,40 +492,27 @@ def test_network_policies_allow_exactly_the_designed_flows():
 
 
 # ------------------------------------------------- kustomize and kubectl apply -f
-def kubectl_run(kubectl: str, *args: str, home: Path) -> str:
-    """Run kubectl with no kubeconfig (no cluster exists here) and return its output."""
-    result = subprocess.run(
-        [kubectl, *args],
-        env={"KUBECONFIG": str(home / "kubeconfig"), "HOME": str(home), "PATH": "/usr/bin:/bin"},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    return result.stdout
-
-
 def resource_name(doc: dict[str, Any]) -> str:
     """Return ``kind.group/name`` as ``kubectl … -o name`` prints it."""
     group = doc["apiVersion"].rpartition("/")[0]
     return f"{doc['kind'].lower()}{'.' + group if group else ''}/{doc['metadata']['name']}"
 
 
-def test_kubectl_kustomize_renders_everything_namespace_first(kubectl, tmp_path):
-    rendered = list(yaml.safe_load_all(kubectl_run(kubectl, "kustomize", str(K8S), home=tmp_path)))
+@pytest.mark.parametrize("folder", [K8S, BASE], ids=lambda p: str(p.relative_to(K8S.parent)))
+def test_kubectl_kustomize_renders_the_base_namespace_first(kubectl, folder):
+    rendered = kustomize(kubectl, folder)
     assert rendered[0]["kind"] == "Namespace"
     assert sorted(map(object_id, rendered)) == sorted(map(object_id, objects()))
 
 
 @pytest.mark.parametrize("folder", k8s_folders(), ids=lambda p: p.name)
-def test_apply_f_and_apply_k_apply_the_same_objects(kubectl, tmp_path, folder):
+def test_apply_f_and_apply_k_apply_the_same_objects(kubectl, folder):
     # `kubectl label --local -f DIR` reads DIR with the same file visitor as
     # `kubectl apply -f DIR` (files ending .yaml/.yml/.json), without a cluster.
-    by_file = kubectl_run(
-        kubectl, "label", "--local", "-f", str(folder), "checked=yes", "-o", "name", home=tmp_path
+    by_file = kubectl_output(
+        kubectl, "label", "--local", "-f", str(folder), "checked=yes", "-o", "name"
     ).split()
-    by_kustomize = yaml.safe_load_all(kubectl_run(kubectl, "kustomize", str(folder), home=tmp_path))
+    by_kustomize = kustomize(kubectl, folder)
     assert sorted(by_file) == sorted(map(resource_name, by_kustomize))
     assert not any(name.startswith("kustomization.") for name in by_file)
 
@@ -472,8 +524,11 @@ def test_each_folder_kustomization_lists_all_its_manifests(folder):
     assert not (folder / "kustomization.yaml").exists(), "kubectl apply -f would choke on it"
 
 
-def test_the_top_kustomization_includes_every_folder():
-    top = yaml.safe_load((K8S / "kustomization.yaml").read_text())
-    folders = {p.name for p in k8s_folders()}
-    assert {r for r in top["resources"] if not r.endswith(".yaml")} == folders
-    assert top["resources"][0] == "namespace.yaml"
+def test_the_base_includes_every_folder_and_k8s_applies_the_base():
+    base = yaml.safe_load((BASE / "kustomization.yaml").read_text())
+    assert sorted(base["resources"]) == sorted(f"../{p.name}" for p in k8s_folders())
+    assert base["resources"][0] == "../namespace"
+    assert yaml.safe_load((K8S / "kustomization.yaml").read_text())["resources"] == ["base"]
+    # Nothing but folders beside k8s/kustomization.yaml: a loose manifest would be in no base.
+    loose = {p.name for p in K8S.iterdir() if not p.is_dir()}
+    assert loose == {"kustomization.yaml"}

@@ -6,7 +6,8 @@ runs here, so the script runs under Node with a recording stand-in for mongosh's
 ``db`` (mongosh_stub.js), and the calls it makes are sent, as the server commands
 mongosh's helpers send, to a genuine mongod started with ``--auth``. Then each
 service's user runs the storage and job-record operations its code uses, through
-the code's own ``Storage`` and ``JobStore``, and is refused the ones it does not.
+the code's own ``Storage``, ``JobStore`` and the notification's ``DeliveryLedger``, and
+is refused the ones it does not.
 """
 
 from __future__ import annotations
@@ -28,9 +29,11 @@ import pytest
 from bson import ObjectId
 
 from common.config import _PLACEHOLDER, MongoConfig
-from common.jobs import EMAIL, WEBHOOK, JobStore, utcnow
+from common.jobs import JobStore
+from common.mongo import utcnow
 from common.storage import Storage
 from devstack import servers
+from notification.ledger import EMAIL, WEBHOOK, DeliveryLedger
 from tests.conftest import unavailable
 from tests.deploy.files import (
     ENV_EXAMPLE,
@@ -262,7 +265,8 @@ def as_service(secured: SecuredMongo) -> Iterator[Any]:
 def test_each_service_does_its_part_of_a_job(secured, as_service):
     gateway, gateway_jobs = as_service("gateway")
     converter, converter_jobs = as_service("converter")
-    _, notification_jobs = as_service("notification")
+    notification, notification_jobs = as_service("notification")
+    ledger = DeliveryLedger(notification.client, notification.config)
 
     # The converter starts by making the job indexes.
     converter_jobs.ensure_indexes()
@@ -294,12 +298,12 @@ def test_each_service_does_its_part_of_a_job(secured, as_service):
     # Notification tells the owner, once, by email and by webhook.
     assert notification_jobs.get("job-1")["mp3_fid"] == mp3_fid
     for kind in (EMAIL, WEBHOOK):
-        assert notification_jobs.claim("job-1", kind, lease=timedelta(minutes=2)) is not None
-        notification_jobs.release("job-1", kind)
-        assert notification_jobs.claim("job-1", kind, lease=timedelta(minutes=2)) is not None
-        notification_jobs.mark_delivered("job-1", kind, outcome="sent")
-        assert notification_jobs.delivered("job-1", kind)
-    notification_jobs.mark_webhook_queued("job-1")
+        assert ledger.claim("job-1", kind, lease=timedelta(minutes=2)) is not None
+        ledger.release("job-1", kind)
+        assert ledger.claim("job-1", kind, lease=timedelta(minutes=2)) is not None
+        ledger.mark_delivered("job-1", kind, outcome="sent")
+        assert ledger.delivered("job-1", kind)
+    ledger.mark_webhook_queued("job-1")
     # The owner looks at the job and downloads the MP3.
     assert gateway_jobs.get_owned("job-1", "ada@example.com")["status"] == "done"
     assert gateway_jobs.list_owned("ada@example.com")[1] == 1

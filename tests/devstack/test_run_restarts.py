@@ -15,20 +15,19 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import pymongo
 import pytest
 import requests
 
 from devstack import servers
 from devstack.run import DEMO_EMAIL
-from devstack.stack import delete_queues, healthy
+from devstack.stack import healthy, service_specs
+from devstack.system import free_ports, own_data, system_env
 from tests.support.media import make_video, probe_duration
-from tests.support.system import login
+from tests.support.system import login, session_dependencies
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -99,70 +98,34 @@ def make_run(
 ) -> Iterator[MakeRun]:
     """Run ``make run``'s entry point against the session's servers; stop it afterwards."""
     run_dir = tmp_path_factory.mktemp("make-run")
-    suffix = uuid.uuid4().hex[:10]
-    ports = {
-        name: str(servers.free_port())
-        for name in ("GATEWAY_PORT", "AUTH_PORT", "CONVERTER_PORT", "NOTIFICATION_PORT")
-    }
-    env = {
-        "PATH": os.environ.get("PATH", ""),
-        "HOME": os.environ.get("HOME", str(run_dir)),
-        **ports,
-        # Every server given, so the run starts none of its own.
-        "MYSQL_HOST": mysql_server.host,
-        "MYSQL_PORT": str(mysql_server.port),
-        "MYSQL_USER": mysql_server.user,
-        "MYSQL_PASSWORD": mysql_server.password,
-        "MYSQL_DB": f"v2m_run_{suffix}",
-        "MONGO_URI": mongo_server.uri,
-        "MONGO_VIDEOS_DB": f"videos_{suffix}",
-        "MONGO_MP3S_DB": f"mp3s_{suffix}",
-        "RABBITMQ_URL": rabbitmq_config.url,
-        "VIDEO_QUEUE": f"run-{suffix}.video",
-        "MP3_QUEUE": f"run-{suffix}.mp3",
-        "WEBHOOK_QUEUE": f"run-{suffix}.webhook",
-        "SMTP_HOST": mail_sink.host,
-        "SMTP_PORT": str(mail_sink.port),
-        # Cheaper password hashing, to keep the start short.
-        "ARGON2_TIME_COST": "1",
-        "ARGON2_MEMORY_KIB": "8192",
-    }
-    process = subprocess.Popen(
-        [sys.executable, "-m", "devstack.run", "--run-dir", str(run_dir), "up"],
-        cwd=servers.REPO_ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    output = Output(process.stdout)
-    gateway = f"http://127.0.0.1:{ports['GATEWAY_PORT']}"
-    running = MakeRun(
-        process,
-        output,
-        run_dir,
-        gateway,
-        health={
-            "gateway": f"{gateway}/health",
-            "auth": f"http://127.0.0.1:{ports['AUTH_PORT']}/health",
-            "converter": f"http://127.0.0.1:{ports['CONVERTER_PORT']}/ready",
-            "notification": f"http://127.0.0.1:{ports['NOTIFICATION_PORT']}/ready",
-        },
-    )
-    try:
-        output.wait_for("video2mp3 is running", timeout=90)
-        running.token = login(gateway, DEMO_EMAIL, (run_dir / "demo-password").read_text())
-        yield running
-    finally:
-        _stop(running.process)
-        delete_queues(rabbitmq_config, env)
-        mongo = pymongo.MongoClient(mongo_server.uri)
-        for name in (env["MONGO_VIDEOS_DB"], env["MONGO_MP3S_DB"]):
-            mongo.drop_database(name)
-        mongo.close()
-        admin = mysql_server.connect()
-        admin.cursor().execute(f"DROP DATABASE IF EXISTS `{env['MYSQL_DB']}`")
-        admin.close()
+    direct = session_dependencies(mysql_server, rabbitmq_config, mongo_server, mail_sink)
+    # Every server given, so the run starts none of its own; cheaper password hashing,
+    # to keep the start short.
+    cheap_hashing = {"ARGON2_TIME_COST": "1", "ARGON2_MEMORY_KIB": "8192"}
+    env = system_env(run_dir, free_ports(), direct, isolate="run", given=cheap_hashing)
+    with own_data(env, direct):
+        process = subprocess.Popen(
+            [sys.executable, "-m", "devstack.run", "--run-dir", str(run_dir), "up"],
+            cwd=servers.REPO_ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        gateway = f"http://127.0.0.1:{env['GATEWAY_PORT']}"
+        running = MakeRun(
+            process,
+            Output(process.stdout),
+            run_dir,
+            gateway,
+            health={name: spec.health_url for name, spec in service_specs(env).items()},
+        )
+        try:
+            running.output.wait_for("video2mp3 is running", timeout=90)
+            running.token = login(gateway, DEMO_EMAIL, (run_dir / "demo-password").read_text())
+            yield running
+        finally:
+            _stop(running.process)
 
 
 def _stop(process: subprocess.Popen[str]) -> None:

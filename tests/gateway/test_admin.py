@@ -32,20 +32,19 @@ USER = {"Authorization": f"Bearer {forge.sign(KEY, forge.claims(sub='someone@x.t
 
 
 @pytest.fixture
-def queues(queue_name, monkeypatch) -> dict[str, str]:
+def queues(queue_name) -> dict[str, str]:
     """Give the three work queues names of this test's own on the broker."""
-    names = {name: queue_name(name) for name in ("video", "mp3", "webhook")}
-    monkeypatch.setenv("MP3_QUEUE", names["mp3"])
-    monkeypatch.setenv("WEBHOOK_QUEUE", names["webhook"])
-    return names
+    return {name: queue_name(name) for name in ("video", "mp3", "webhook")}
 
 
-def gateway_client(rabbit, video_queue: str) -> FlaskClient:
+def gateway_client(rabbit, queues: dict[str, str]) -> FlaskClient:
     config = Config(
         # Never reached: the admin API needs only the broker.
         mongo=MongoConfig(uri="mongodb://127.0.0.1:1/", timeout_ms=100),
         rabbit=rabbit,
-        video_queue=video_queue,
+        video_queue=queues["video"],
+        mp3_queue=queues["mp3"],
+        webhook_queue=queues["webhook"],
     )
     app = create_app(config)
     services = app.extensions[EXTENSION]
@@ -58,7 +57,7 @@ def gateway_client(rabbit, video_queue: str) -> FlaskClient:
 
 @pytest.fixture
 def client(rabbitmq_config, queues) -> FlaskClient:
-    return gateway_client(rabbitmq_config, queues["video"])
+    return gateway_client(rabbitmq_config, queues)
 
 
 def conforms(openapi: OpenAPI, response: TestResponse, sent: EnvironBuilder) -> None:
@@ -226,7 +225,7 @@ def test_bad_requests_are_refused_with_a_reason(client, method, path, body, code
 
 def test_a_broker_outage_is_a_503(queues, rabbitmq_config, openapi):
     down = dataclasses.replace(rabbitmq_config, url="amqp://guest:guest@127.0.0.1:1/%2F")
-    client = gateway_client(down, queues["video"])
+    client = gateway_client(down, queues)
 
     for method, path in (
         ("GET", "/admin/dead-letters"),

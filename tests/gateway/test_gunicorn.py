@@ -6,10 +6,16 @@ import json
 import os
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import requests
 
+from common.config import MongoConfig
 from devstack import servers
+from gateway import create_app
+from gateway.config import Config
+from gateway.gunicorn_conf import worker_exit
+from gateway.services import EXTENSION
 
 
 def test_gunicorn_logs_one_json_object_per_line_with_request_ids(tmp_path):
@@ -63,3 +69,19 @@ def test_gunicorn_logs_one_json_object_per_line_with_request_ids(tmp_path):
     [access] = [e for e in lines if e.get("request_id") == "trace-me-123"]
     assert access["logger"] == "video2mp3.access"
     assert access["message"].startswith("GET /health 200")
+
+
+def test_a_stopping_worker_closes_the_apps_broker_connections(rabbitmq_config):
+    app = create_app(
+        Config(
+            mongo=MongoConfig(uri="mongodb://127.0.0.1:1/", timeout_ms=100), rabbit=rabbitmq_config
+        )
+    )
+    publisher = app.extensions[EXTENSION].publisher
+    publisher.check()  # what /ready does: opens this thread's broker connection
+    [connection] = publisher._connections
+
+    worker_exit(None, SimpleNamespace(wsgi=app))  # gunicorn calls it as a worker stops
+
+    assert connection.is_closed
+    assert publisher._connections == set()

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from common.web import ApiError
+from common.http.errors import ApiError
 from gateway.config import Config
 from gateway.quotas import ACTIVE_JOBS_RETRY_AFTER_S, UNLIMITED, Quotas, Usage, check_upload
 

@@ -7,7 +7,7 @@ import io
 import pytest
 from bson import ObjectId
 
-from common.web import ApiError
+from common.http.errors import ApiError
 from gateway.sniff import SNIFF_BYTES
 from gateway.uploads import (
     MAX_FORM_HEADER_BYTES,
@@ -68,7 +68,7 @@ def receive(body: bytes, max_bytes: int = 10 * 1024 * 1024):
 
     try:
         return receive_upload(
-            io.BytesIO(body), BOUNDARY, open_sink=open_sink, max_bytes=max_bytes
+            io.BytesIO(body), BOUNDARY, open_sink=open_sink, max_bytes=max_bytes, read_fields=dict
         ), sinks
     except ApiError as exc:
         exc.sinks = sinks
@@ -202,13 +202,15 @@ def test_fields_sent_before_the_file_are_checked_before_it_is_read():
     body = multipart(("bitrate", None, b"7"), ("file", "a.mp4", MP4_HEAD * 1000))
     with pytest.raises(ApiError):
         receive_upload(
-            io.BytesIO(body), BOUNDARY, open_sink=MemorySink, max_bytes=10**7, check_fields=check
+            io.BytesIO(body), BOUNDARY, open_sink=MemorySink, max_bytes=10**7, read_fields=check
         )
     assert seen == [{"bitrate": "7"}]  # refused as the file started, not after reading it
 
 
 def test_the_epilogue_after_the_closing_boundary_is_not_read():
     stream = io.BytesIO(multipart(("file", "a.mp4", MP4_HEAD)) + b"epilogue " * READ_SIZE)
-    received = receive_upload(stream, BOUNDARY, open_sink=MemorySink, max_bytes=10**7)
+    received = receive_upload(
+        stream, BOUNDARY, open_sink=MemorySink, max_bytes=10**7, read_fields=dict
+    )
     assert received.container == "mp4"
     assert stream.tell() <= READ_SIZE  # one read, not the 2 MiB behind it

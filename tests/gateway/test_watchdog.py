@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from common.web import ApiError
+from common.http.errors import ApiError
 from gateway.watchdog import ReadWatchdog
 
 # Stands for UPLOAD_READ_TIMEOUT (30 s by default), shortened 60 times with the

@@ -12,6 +12,9 @@ import pytest
 from prometheus_client import REGISTRY
 
 from common import metrics  # noqa: F401 - importing defines the metrics in the registry
+from converter import metrics as converter_metrics  # noqa: F401 - and each service its own
+from gateway import metrics as gateway_metrics  # noqa: F401
+from notification import metrics as notification_metrics  # noqa: F401
 from tests.conftest import unavailable
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -15,7 +15,7 @@ from bson import ObjectId
 from common.config import EgressConfig
 from common.egress import EgressGuard
 from common.errors import RetryLater, TransientError
-from common.jobs import JobStore, new_job_id
+from common.jobs import new_job_id
 from common.messaging import Delivery
 from common.webhooks import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify_signature
 from devstack import servers
@@ -27,11 +27,6 @@ from notification.webhook import WebhookSender
 from tests.support.receiver import WebhookReceiver
 
 SECRET = "whsec-notification-test"
-
-
-@pytest.fixture
-def jobs(storage):
-    return JobStore(storage.client, storage.config)
 
 
 @pytest.fixture
@@ -47,12 +42,15 @@ def queued():
     return []
 
 
-def make_notifier(jobs, mailbox, queued=None, *, allow_private=True, secret=SECRET, hosts=None):
+def make_notifier(
+    jobs, ledger, mailbox, queued=None, *, allow_private=True, secret=SECRET, hosts=None
+):
     # The receiver listens on loopback, on a port of its own: the tests allow both, but
     # for the one that checks private addresses are refused.
     guard = EgressGuard(EgressConfig(allow_private=allow_private, ports=None))
     return Notifier(
         jobs=jobs,
+        ledger=ledger,
         mailer=Mailer(SmtpConfig(host=mailbox.host, port=mailbox.port, timeout=5)),
         webhooks=WebhookSender(secret, guard=guard, timeout=5),
         enqueue_webhook=(queued if queued is not None else []).append,
@@ -93,9 +91,11 @@ def delivery(attempt=1):
     return Delivery("webhook", attempt=attempt, max_attempts=31, message_id=None)
 
 
-def test_a_finished_job_hands_its_webhook_to_the_queue_once(jobs, mailbox, receiver, queued):
+def test_a_finished_job_hands_its_webhook_to_the_queue_once(
+    jobs, ledger, mailbox, receiver, queued
+):
     message = finished(jobs, receiver.url)
-    notifier = make_notifier(jobs, mailbox, queued)
+    notifier = make_notifier(jobs, ledger, mailbox, queued)
     notifier.handle(message, delivery())
     notifier.handle(message, delivery(attempt=2))  # a redelivery queues nothing more
 
@@ -104,10 +104,11 @@ def test_a_finished_job_hands_its_webhook_to_the_queue_once(jobs, mailbox, recei
     assert len(mailbox.wait_for(1, to=message["username"], timeout=5)) == 1
 
 
-def test_an_smtp_outage_holds_back_no_webhook(jobs, receiver, queued):
+def test_an_smtp_outage_holds_back_no_webhook(jobs, ledger, receiver, queued):
     message = finished(jobs, receiver.url)
     down = Notifier(
         jobs=jobs,
+        ledger=ledger,
         mailer=Mailer(SmtpConfig(host="127.0.0.1", port=servers.free_port(), timeout=2)),
         webhooks=WebhookSender(SECRET, guard=EgressGuard(EgressConfig()), timeout=5),
         enqueue_webhook=queued.append,
@@ -119,9 +120,9 @@ def test_an_smtp_outage_holds_back_no_webhook(jobs, receiver, queued):
     assert queued == [message["job_id"]]
 
 
-def test_the_webhook_gets_the_signed_job(jobs, mailbox, receiver):
+def test_the_webhook_gets_the_signed_job(jobs, ledger, mailbox, receiver):
     message = finished(jobs, receiver.url)
-    call(make_notifier(jobs, mailbox), message)
+    call(make_notifier(jobs, ledger, mailbox), message)
 
     [call_] = receiver.wait_for(1)
     assert call_.headers["Content-Type"] == "application/json"
@@ -140,11 +141,11 @@ def test_the_webhook_gets_the_signed_job(jobs, mailbox, receiver):
     assert mailbox.messages(to=message["username"]) == []  # the email is the mp3 queue's
 
 
-def test_a_failing_receiver_is_retried_after_its_host_backs_off(jobs, mailbox, receiver):
+def test_a_failing_receiver_is_retried_after_its_host_backs_off(jobs, ledger, mailbox, receiver):
     receiver.statuses = [503]
     message = finished(jobs, receiver.url)
     clock = [0.0]
-    notifier = make_notifier(jobs, mailbox, hosts=HostGate(clock=lambda: clock[0]))
+    notifier = make_notifier(jobs, ledger, mailbox, hosts=HostGate(clock=lambda: clock[0]))
     with pytest.raises(TransientError, match="503"):
         call(notifier, message)
     with pytest.raises(TransientError, match="not calling it"):
@@ -158,10 +159,10 @@ def test_a_failing_receiver_is_retried_after_its_host_backs_off(jobs, mailbox, r
     assert jobs.get(message["job_id"])["webhook_outcome"] == "delivered: 200"
 
 
-def test_a_busy_host_defers_without_calling(jobs, mailbox, receiver):
+def test_a_busy_host_defers_without_calling(jobs, ledger, mailbox, receiver):
     message = finished(jobs, receiver.url)
     hosts = HostGate(concurrency=1)
-    notifier = make_notifier(jobs, mailbox, hosts=hosts)
+    notifier = make_notifier(jobs, ledger, mailbox, hosts=hosts)
     # Another worker's call to the same receiver is in flight.
     with hosts.calling("127.0.0.1"), pytest.raises(RetryLater, match="in flight"):
         call(notifier, message)
@@ -171,24 +172,24 @@ def test_a_busy_host_defers_without_calling(jobs, mailbox, receiver):
 
 
 @pytest.mark.parametrize("status", [404, 410, 302])
-def test_a_refusal_is_recorded_and_not_retried(jobs, mailbox, receiver, status):
+def test_a_refusal_is_recorded_and_not_retried(jobs, ledger, mailbox, receiver, status):
     receiver.statuses = [status]
     receiver.redirect_to = "http://169.254.169.254/latest/meta-data"
     message = finished(jobs, receiver.url)
-    call(make_notifier(jobs, mailbox), message)  # acked: no exception
+    call(make_notifier(jobs, ledger, mailbox), message)  # acked: no exception
     assert len(receiver.calls) == 1  # the redirect was not followed
     assert jobs.get(message["job_id"])["webhook_outcome"].startswith("refused")
 
 
-def test_private_targets_are_refused_unless_allowed(jobs, mailbox, receiver):
+def test_private_targets_are_refused_unless_allowed(jobs, ledger, mailbox, receiver):
     message = finished(jobs, receiver.url)
-    call(make_notifier(jobs, mailbox, allow_private=False), message)
+    call(make_notifier(jobs, ledger, mailbox, allow_private=False), message)
     assert receiver.calls == []
     assert "loopback, not a public address" in jobs.get(message["job_id"])["webhook_outcome"]
 
 
-def test_without_a_secret_nothing_unsigned_is_sent(jobs, mailbox, receiver):
+def test_without_a_secret_nothing_unsigned_is_sent(jobs, ledger, mailbox, receiver):
     message = finished(jobs, receiver.url)
-    call(make_notifier(jobs, mailbox, secret=None), message)
+    call(make_notifier(jobs, ledger, mailbox, secret=None), message)
     assert receiver.calls == []
     assert "WEBHOOK_SECRET" in jobs.get(message["job_id"])["webhook_outcome"]

@@ -15,7 +15,8 @@ import requests
 from bson import ObjectId
 
 from common.config import MongoConfig
-from common.jobs import DONE, QUEUED, JobStore, new_job_id, utcnow
+from common.jobs import DONE, QUEUED, JobStore, new_job_id
+from common.mongo import utcnow
 from tests.support.system import System, User
 
 

@@ -10,10 +10,9 @@ jobs, files or mail.
 from __future__ import annotations
 
 import contextlib
-import os
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pymongo
@@ -22,9 +21,8 @@ import requests
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from devstack import servers
-from devstack.run import auth_cli
-from devstack.stack import Stack, StackError, delete_queues
+from devstack.stack import Stack, StackError
+from devstack.system import Dependencies, auth_cli, free_ports, isolated_stack, system_env
 from tests.support.tcp_proxy import TcpProxy
 
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024
@@ -71,6 +69,20 @@ def _host_port(address: str) -> tuple[str, int]:
     return host, int(port)
 
 
+def session_dependencies(mysql_server, rabbitmq_config, mongo_server, mail_sink) -> Dependencies:
+    """Describe the session's servers as a system's dependencies."""
+    return Dependencies(
+        mysql_host=mysql_server.host,
+        mysql_port=mysql_server.port,
+        mysql_user=mysql_server.user,
+        mysql_password=mysql_server.password,
+        mongo_uri=mongo_server.uri,
+        rabbitmq_url=rabbitmq_config.url,
+        smtp_host=mail_sink.host,
+        smtp_port=mail_sink.port,
+    )
+
+
 @contextlib.contextmanager
 def running_system(
     run_dir: Path,
@@ -82,101 +94,58 @@ def running_system(
     extra_env: dict[str, str] | None = None,
 ) -> Iterator[System]:
     """Start auth, gateway, converter and notification against the test servers."""
-    key_path = run_dir / "jwt.pem"
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    key_path.chmod(0o600)
-    suffix = uuid.uuid4().hex[:10]
-    database = f"v2m_e2e_{suffix}"
-    ports = {
-        name: servers.free_port()
-        for name in ("AUTH_PORT", "GATEWAY_PORT", "CONVERTER_PORT", "NOTIFICATION_PORT")
-    }
+    direct = session_dependencies(mysql_server, rabbitmq_config, mongo_server, mail_sink)
     proxies = {
         "broker": TcpProxy(*_host_port(rabbitmq_config.url.split("@", 1)[1].split("/", 1)[0])),
         "mongo": TcpProxy(mongo_server.host, mongo_server.port),
         "mysql": TcpProxy(mysql_server.host, mysql_server.port),
         "smtp": TcpProxy(mail_sink.host, mail_sink.port),
     }
-    env = {
-        "PATH": os.environ.get("PATH", ""),
-        "HOME": os.environ.get("HOME", str(run_dir)),
+    proxied = replace(
+        direct,
+        mysql_host="127.0.0.1",
+        mysql_port=proxies["mysql"].port,
+        mongo_uri=proxies["mongo"].mongo_uri,
+        rabbitmq_url=f"amqp://guest:guest@127.0.0.1:{proxies['broker'].port}/%2F",
+        smtp_host="127.0.0.1",
+        smtp_port=proxies["smtp"].port,
+    )
+    given = {
         "APP_ENV": "test",
-        "LOG_FORMAT": "text",
-        "MYSQL_HOST": "127.0.0.1",
-        "MYSQL_PORT": str(proxies["mysql"].port),
-        "MYSQL_USER": mysql_server.user,
-        "MYSQL_PASSWORD": mysql_server.password,
-        "MYSQL_DB": database,
-        "JWT_PRIVATE_KEY_FILE": str(key_path),
         "ARGON2_TIME_COST": "1",
         "ARGON2_MEMORY_KIB": "8192",
         "LOGIN_RATE_LIMIT_CLIENT": "1000/minute",
         "LOGIN_RATE_LIMIT_ACCOUNT": "1000/minute",
-        "MONGO_URI": proxies["mongo"].mongo_uri,
         "MONGO_TIMEOUT_MS": "2000",
-        "MONGO_VIDEOS_DB": f"videos_{suffix}",
-        "MONGO_MP3S_DB": f"mp3s_{suffix}",
-        "RABBITMQ_URL": f"amqp://guest:guest@127.0.0.1:{proxies['broker'].port}/%2F",
-        "VIDEO_QUEUE": f"e2e-{suffix}.video",
-        "MP3_QUEUE": f"e2e-{suffix}.mp3",
-        "WEBHOOK_QUEUE": f"e2e-{suffix}.webhook",
-        "AUTH_SVC_ADDRESS": f"127.0.0.1:{ports['AUTH_PORT']}",
-        "PUBLIC_URL": f"http://127.0.0.1:{ports['GATEWAY_PORT']}",
         "MAX_CONTENT_LENGTH": str(MAX_UPLOAD_BYTES),
-        "SMTP_HOST": "127.0.0.1",
-        "SMTP_PORT": str(proxies["smtp"].port),
-        "BIND_HOST": "127.0.0.1",
-        "HEALTH_HOST": "127.0.0.1",
         "WEB_CONCURRENCY": "2",
         "WEBHOOK_SECRET": WEBHOOK_SECRET,
-        # The tests' webhook receivers listen on loopback, on ports of their own.
-        "EGRESS_ALLOW_PRIVATE": "true",
-        "EGRESS_PORTS": "any",
-        **{name: str(port) for name, port in ports.items()},
         **(extra_env or {}),
     }
-    overrides = {
-        "auth": {"TRUSTED_PROXIES": "1", "PROMETHEUS_MULTIPROC_DIR": str(run_dir / "metrics-auth")},
-        "gateway": {"PROMETHEUS_MULTIPROC_DIR": str(run_dir / "metrics-gateway")},
-    }
-    stack = Stack(env, run_dir / "logs", overrides=overrides)
-    admin = mysql_server.connect()
-    admin.cursor().execute(f"CREATE DATABASE `{database}`")
-    mongo = pymongo.MongoClient(mongo_server.uri)
-    try:
-        auth_cli(env, "init-db")
-        auth_cli(env, "create-user", ADMIN[0], "--password", ADMIN[1], "--admin")
-        stack.start()
-        gateway = f"http://127.0.0.1:{ports['GATEWAY_PORT']}"
-        yield System(
-            stack=stack,
-            gateway=gateway,
-            auth=f"http://127.0.0.1:{ports['AUTH_PORT']}",
-            env=env,
-            mongo=mongo,
-            proxies=proxies,
-            admin_token=login(gateway, *ADMIN),
-            signing_key=key,
-        )
-    except StackError as exc:
-        pytest.fail(f"{exc}\n{_logs(stack)}", pytrace=False)
-    finally:
-        stack.stop()
+    env = system_env(run_dir, free_ports(), proxied, isolate="e2e", given=given)
+    with contextlib.ExitStack() as cleanup:
         for proxy in proxies.values():
-            proxy.close()
-        delete_queues(rabbitmq_config, env)
-        for name in (env["MONGO_VIDEOS_DB"], env["MONGO_MP3S_DB"]):
-            mongo.drop_database(name)
-        mongo.close()
-        admin.cursor().execute(f"DROP DATABASE IF EXISTS `{database}`")
-        admin.close()
+            cleanup.callback(proxy.close)
+        mongo = cleanup.enter_context(pymongo.MongoClient(mongo_server.uri))
+        stack = cleanup.enter_context(isolated_stack(env, direct, run_dir))
+        try:
+            auth_cli(env, "create-user", ADMIN[0], "--password", ADMIN[1], "--admin")
+            stack.start()
+            gateway = f"http://127.0.0.1:{env['GATEWAY_PORT']}"
+            yield System(
+                stack=stack,
+                gateway=gateway,
+                auth=f"http://127.0.0.1:{env['AUTH_PORT']}",
+                env=env,
+                mongo=mongo,
+                proxies=proxies,
+                admin_token=login(gateway, *ADMIN),
+                signing_key=serialization.load_pem_private_key(
+                    Path(env["JWT_PRIVATE_KEY_FILE"]).read_bytes(), password=None
+                ),
+            )
+        except StackError as exc:
+            pytest.fail(f"{exc}\n{_logs(stack)}", pytrace=False)
 
 
 @pytest.fixture(scope="session")

@@ -7,8 +7,9 @@ from flask import Flask, jsonify
 from flask.testing import FlaskClient
 
 from common.errors import TransientError
+from common.http.errors import ApiError, install_error_handlers
+from common.http.observe import install_request_id
 from common.logs import current_context
-from common.web import ApiError, install_error_handlers, install_request_id
 
 
 @pytest.fixture

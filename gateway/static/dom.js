@@ -1,0 +1,35 @@
+// The page's elements, looked up once: module scripts run after the HTML is parsed.
+
+const $ = (id) => document.getElementById(id);
+
+export const el = {
+  message: $("message"),
+  notice: $("notice"),
+  session: $("session"),
+  sessionEmail: $("session-email"),
+  sessionExpiry: $("session-expiry"),
+  logout: $("logout"),
+  loginView: $("login-view"),
+  loginForm: $("login-form"),
+  loginEmail: $("login-email"),
+  loginPassword: $("login-password"),
+  loginButton: $("login-button"),
+  appView: $("app-view"),
+  uploadForm: $("upload-form"),
+  dropZone: $("drop-zone"),
+  fileInput: $("file-input"),
+  fileName: $("file-name"),
+  encoding: $("opt-encoding"),
+  title: $("opt-title"),
+  uploadButton: $("upload-button"),
+  uploadProgress: $("upload-progress"),
+  uploadLabel: $("upload-label"),
+  uploadDetail: $("upload-detail"),
+  uploadBar: $("upload-bar"),
+  uploadCancel: $("upload-cancel"),
+  usage: $("usage"),
+  refresh: $("refresh"),
+  jobList: $("job-list"),
+  jobsEmpty: $("jobs-empty"),
+  jobsMore: $("jobs-more"),
+};

@@ -1,0 +1,57 @@
+// Saving a finished job's MP3: fetched with the token (a plain link could not send it),
+// then handed to the browser as a download under the name the server gives it.
+
+import { api } from "./api.js";
+import { clearMessages, showError, showNotice } from "./messages.js";
+
+export async function downloadMp3(job, button) {
+  clearMessages();
+  button.disabled = true;
+  button.textContent = "Downloading…";
+  try {
+    const response = await api("GET", job.download_url, { headers: { Accept: "audio/mpeg" } });
+    const blob = await response.blob();
+    const filename = filenameFrom(response.headers.get("Content-Disposition")) || mp3Name(job.filename);
+    saveBlob(blob, filename);
+    showNotice(`Saved ${filename}.`);
+  } catch (problem) {
+    if (problem.status !== 401) showError(problem.message);
+  } finally {
+    button.disabled = false;
+    button.textContent = "Download MP3";
+  }
+}
+
+function filenameFrom(disposition) {
+  if (!disposition) return null;
+  const encoded = /filename\*\s*=\s*UTF-8''([^;\s]+)/i.exec(disposition);
+  if (encoded) {
+    try {
+      return decodeURIComponent(encoded[1]);
+    } catch {
+      // Malformed escape: try the plain name.
+    }
+  }
+  const quoted = /filename\s*=\s*"((?:[^"\\]|\\.)*)"/i.exec(disposition);
+  if (quoted) return quoted[1].replace(/\\(.)/g, "$1");
+  const bare = /filename\s*=\s*([^;\s]+)/i.exec(disposition);
+  return bare ? bare[1] : null;
+}
+
+function mp3Name(original) {
+  const stem = (original || "audio").replace(/^.*[\\/]/, "").replace(/\.[^.]*$/, "");
+  return `${stem || "audio"}.mp3`;
+}
+
+function saveBlob(blob, filename) {
+  const url = URL.createObjectURL(blob);
+  const link = document.createElement("a");
+  link.href = url;
+  link.download = filename;
+  link.hidden = true;
+  document.body.append(link);
+  link.click();
+  link.remove();
+  // The download has its own copy once it started; give slow browsers a minute.
+  setTimeout(() => URL.revokeObjectURL(url), 60000);
+}

@@ -1,0 +1,45 @@
+// Sizes, times and delays as the page writes them. No DOM, no state.
+
+const DECIMAL_UNITS = ["bytes", "KB", "MB", "GB", "TB"];
+// Quotas are set in binary units (10 GiB = 10 × 2³⁰ bytes): show them as set.
+const BINARY_UNITS = ["bytes", "KiB", "MiB", "GiB", "TiB"];
+
+function scaleBytes(bytes, base, units) {
+  let value = bytes;
+  let unit = 0;
+  while (value >= base && unit < units.length - 1) {
+    value /= base;
+    unit += 1;
+  }
+  return unit === 0 ? `${value} bytes` : `${value.toFixed(value < 10 ? 1 : 0)} ${units[unit]}`;
+}
+
+export function formatBytes(bytes) {
+  return bytes == null ? "" : scaleBytes(bytes, 1000, DECIMAL_UNITS);
+}
+
+export function formatBinaryBytes(bytes) {
+  return scaleBytes(bytes, 1024, BINARY_UNITS);
+}
+
+export function formatClock(date) {
+  return date.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+}
+
+export function formatDelay(seconds) {
+  if (seconds <= 0) return "now";
+  if (seconds < 90) return `in ${seconds} s`;
+  if (seconds < 90 * 60) return `in ${Math.ceil(seconds / 60)} min`;
+  return `at ${formatClock(new Date(Date.now() + seconds * 1000))}`;
+}
+
+export function formatSeconds(seconds) {
+  const whole = Math.floor(seconds);
+  const fraction = seconds - whole;
+  const h = Math.floor(whole / 3600);
+  const m = Math.floor((whole % 3600) / 60);
+  const s = whole % 60;
+  const tail = fraction ? fraction.toFixed(2).slice(1).replace(/0+$/, "") : "";
+  const ss = `${String(s).padStart(2, "0")}${tail}`;
+  return h ? `${h}:${String(m).padStart(2, "0")}:${ss}` : `${m}:${ss}`;
+}

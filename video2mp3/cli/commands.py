@@ -1,0 +1,305 @@
+"""One function per subcommand: each takes the parsed arguments and returns the exit status."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import os
+import re
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from video2mp3.cli.errors import (
+    EXIT_AUTH,
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_USAGE,
+    CommandError,
+    describe,
+)
+from video2mp3.cli.output import (
+    JOB_COLUMNS,
+    fail,
+    format_fields,
+    format_local_time,
+    format_table,
+    job_lines,
+    job_rows,
+    note,
+    say,
+    usage_lines,
+)
+from video2mp3.cli.parser import OPTION_FIELDS, PROG
+from video2mp3.cli.transfers import save_download, upload, wait_for_job
+from video2mp3.client import ApiError, AuthenticationError, Client
+from video2mp3.config import (
+    ConfigError,
+    Credentials,
+    forget_credentials,
+    load_credentials,
+    resolve_server,
+    save_credentials,
+)
+from video2mp3.progress import human_duration
+
+_JOB_ID = re.compile(r"[0-9a-f]{32}")
+
+
+# --- login and logout ---------------------------------------------------------
+
+
+def run_login(args: argparse.Namespace) -> int:
+    """Log in with an email and password and store the token."""
+    try:
+        stored = load_credentials()
+    except ConfigError:
+        stored = None  # a damaged file is replaced by this login
+    server = resolve_server(args.server, stored)
+    email = (args.email or _ask("Email: ")).strip()
+    if not email:
+        raise CommandError("an email is needed to log in (--email)", EXIT_USAGE)
+    password = _read_password(from_stdin=args.password_stdin)
+    with Client(server) as client:
+        login = client.login(email, password)
+    credentials = Credentials(
+        server=server, email=email, token=login.token, expires_at=time.time() + login.expires_in
+    )
+    save_credentials(credentials)
+    say(
+        f"Logged in to {server} as {email}. The token expires at "
+        f"{format_local_time(credentials.expires_at)} (in {human_duration(login.expires_in)})."
+    )
+    return EXIT_OK
+
+
+def _ask(prompt: str) -> str:
+    sys.stderr.write(prompt)
+    sys.stderr.flush()
+    line = sys.stdin.readline()
+    if not line:
+        raise CommandError("no email given (use --email)", EXIT_USAGE)
+    return line
+
+
+def _read_password(*, from_stdin: bool) -> str:
+    if from_stdin:
+        line = sys.stdin.readline()
+        password = line[:-1] if line.endswith("\n") else line
+        password = password.removesuffix("\r")
+    else:
+        try:
+            password = getpass.getpass("Password: ", stream=sys.stderr)
+        except EOFError:
+            password = ""  # nosec B105
+    if not password:
+        raise CommandError("no password given", EXIT_USAGE)
+    return password
+
+
+def run_logout(args: argparse.Namespace) -> int:
+    """Forget the stored token."""
+    try:
+        stored = load_credentials()
+    except ConfigError:
+        stored = None
+    if forget_credentials():
+        where = f" of {stored.server}" if stored else ""
+        say(f"Logged out{where}.")
+    else:
+        say("You were not logged in.")
+    return EXIT_OK
+
+
+def _client(args: argparse.Namespace) -> Client:
+    """Return a client with the stored token for the chosen server.
+
+    Raises:
+        CommandError: not logged in to that server, or the login expired (exit 3).
+    """
+    stored = load_credentials()
+    server = resolve_server(args.server, stored)
+    if stored is None:
+        flag = f" --server {server}" if args.server else ""
+        raise CommandError(f"not logged in to {server}; run '{PROG}{flag} login' first", EXIT_AUTH)
+    if stored.server != server:
+        raise CommandError(
+            f"not logged in to {server} (the stored login is for {stored.server}); "
+            f"run '{PROG} --server {server} login'",
+            EXIT_AUTH,
+        )
+    if stored.expired():
+        raise CommandError(
+            f"your login to {server} expired at {format_local_time(stored.expires_at)}; "
+            f"run '{PROG} login' again",
+            EXIT_AUTH,
+        )
+    return Client(server, stored.token)
+
+
+# --- convert ------------------------------------------------------------------
+
+
+def run_convert(args: argparse.Namespace) -> int:
+    """Upload each file; with --wait, follow the conversions and download the MP3s."""
+    files: list[Path] = args.files
+    for path in files:
+        _check_readable(path)
+    if args.wait:
+        _check_directory(args.output)
+    options = {
+        field: str(getattr(args, field))
+        for field in OPTION_FIELDS
+        if getattr(args, field) is not None
+    }
+    failures = 0
+    accepted: list[tuple[Path, str]] = []
+    with _client(args) as client:
+        try:
+            for path in files:
+                try:
+                    job = upload(client, path, options)
+                except ApiError as exc:
+                    if isinstance(exc, AuthenticationError) or exc.code == "invalid_option":
+                        raise  # the same for every file
+                    fail(f"{path}: {describe(exc)}")
+                    failures += 1
+                    continue
+                accepted.append((path, job["job_id"]))
+                line = f"{path.name}: queued as job {job['job_id']}"
+                if args.wait:
+                    note(line)
+                else:
+                    say(line)
+            if args.wait:
+                while accepted:
+                    path, job_id = accepted[0]
+                    failures += not _finish(client, path.name, job_id, args.output)
+                    accepted.pop(0)
+        except KeyboardInterrupt:
+            if not accepted:
+                raise
+            ids = " ".join(job_id for _, job_id in accepted)
+            raise CommandError(
+                f"interrupted; the server goes on converting: {PROG} status {ids}",
+                EXIT_INTERRUPTED,
+            ) from None
+    return EXIT_FAILED if failures else EXIT_OK
+
+
+def _check_readable(path: Path) -> None:
+    if not path.exists():
+        raise CommandError(f"{path}: no such file", EXIT_USAGE)
+    if not path.is_file():
+        raise CommandError(f"{path}: not a file", EXIT_USAGE)
+    if not os.access(path, os.R_OK):
+        raise CommandError(f"{path}: not readable", EXIT_USAGE)
+
+
+def _check_directory(path: Path) -> None:
+    if path.exists() and not path.is_dir():
+        raise CommandError(f"{path}: not a directory", EXIT_USAGE)
+
+
+def _finish(client: Client, name: str, job_id: str, directory: Path) -> bool:
+    """Wait for one job and download its MP3; return False (having said why) if it failed."""
+    try:
+        job = wait_for_job(client, job_id, label=name)
+    except ApiError as exc:
+        if isinstance(exc, AuthenticationError):
+            raise
+        fail(f"{name}: {describe(exc)}")
+        return False
+    if job["status"] != "done":
+        fail(f"{name}: conversion failed: {job.get('error') or 'no reason given'}")
+        return False
+    saved = save_download(client, job["mp3_fid"], directory)
+    say(f"{name}: saved {saved}")
+    return True
+
+
+# --- jobs, status, download, delete, usage ------------------------------------
+
+
+def run_jobs(args: argparse.Namespace) -> int:
+    """Print a table of the caller's jobs."""
+    with _client(args) as client:
+        page = client.jobs(status=args.status, limit=args.limit, offset=args.offset)
+    jobs = page.get("jobs", [])
+    total = int(page.get("total", len(jobs)))
+    if not jobs:
+        note("No jobs." if not args.status else f"No {args.status} jobs.")
+        return EXIT_OK
+    say(format_table(JOB_COLUMNS, job_rows(jobs)))
+    shown_to = args.offset + len(jobs)
+    if args.offset or shown_to < total:
+        more = f"; more with --offset {shown_to}" if shown_to < total else ""
+        note(f"jobs {args.offset + 1}-{shown_to} of {total}{more}")
+    return EXIT_OK
+
+
+def run_status(args: argparse.Namespace) -> int:
+    """Print one job's details."""
+    with _client(args) as client:
+        job = client.job(args.job_id)
+    say(format_fields(job_lines(job)))
+    return EXIT_OK
+
+
+def run_download(args: argparse.Namespace) -> int:
+    """Download an MP3 by its id, its video's id or its job's id."""
+    _check_directory(args.output)
+    with _client(args) as client:
+        fid = args.fid
+        if _JOB_ID.fullmatch(fid):
+            job = client.job(fid)
+            if job["status"] == "failed":
+                raise CommandError(f"job {fid} failed: {job.get('error') or 'no reason given'}")
+            if job["status"] != "done":
+                raise CommandError(
+                    f"the MP3 is not ready: job {fid} is {job['status']} "
+                    f"({job.get('progress') or 0}% done)"
+                )
+            fid = job["mp3_fid"]
+        saved = save_download(client, fid, args.output)
+    say(f"saved {saved}")
+    return EXIT_OK
+
+
+def run_delete(args: argparse.Namespace) -> int:
+    """Delete jobs with their files."""
+    failures = 0
+    with _client(args) as client:
+        for job_id in args.job_ids:
+            try:
+                client.delete_job(job_id)
+            except ApiError as exc:
+                if isinstance(exc, AuthenticationError):
+                    raise
+                fail(f"{job_id}: {describe(exc)}")
+                failures += 1
+                continue
+            say(f"deleted job {job_id}")
+    return EXIT_FAILED if failures else EXIT_OK
+
+
+def run_usage(args: argparse.Namespace) -> int:
+    """Print the caller's usage beside their quotas."""
+    with _client(args) as client:
+        account = client.me()
+    say(format_fields(usage_lines(account)))
+    return EXIT_OK
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "login": run_login,
+    "logout": run_logout,
+    "convert": run_convert,
+    "jobs": run_jobs,
+    "status": run_status,
+    "download": run_download,
+    "delete": run_delete,
+    "usage": run_usage,
+}

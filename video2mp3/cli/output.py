@@ -1,0 +1,130 @@
+"""What the command shows: results on stdout, notes and errors on stderr, laid out for people."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from video2mp3.cli.parser import PROG
+from video2mp3.progress import human_size
+
+JOB_COLUMNS = ("JOB ID", "STATUS", "PROGRESS", "CREATED", "MP3 FID", "FILE")
+
+
+def say(text: str) -> None:
+    """Write a result to stdout."""
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()
+
+
+def note(text: str) -> None:
+    """Write information to stderr."""
+    sys.stderr.write(text + "\n")
+    sys.stderr.flush()
+
+
+def fail(text: str) -> None:
+    """Write an error to stderr."""
+    sys.stderr.write(f"{PROG}: {text}\n")
+    sys.stderr.flush()
+
+
+def job_rows(jobs: Iterable[dict[str, Any]]) -> list[tuple[str, ...]]:
+    """Return one row of ``JOB_COLUMNS`` per job from ``GET /jobs``."""
+    return [
+        (
+            job["job_id"],
+            job["status"],
+            f"{job.get('progress') or 0}%",
+            format_local_time(job.get("created_at")),
+            job.get("mp3_fid") or "-",
+            job.get("filename") or "-",
+        )
+        for job in jobs
+    ]
+
+
+def job_lines(job: dict[str, Any]) -> list[tuple[str, str]]:
+    """Return ``(name, text)`` lines for one job, with the command that downloads its MP3."""
+    options = job.get("options") or {}
+    size = job.get("size")
+    lines = [
+        ("job", job["job_id"]),
+        ("file", f"{job.get('filename') or '-'}" + (f" ({human_size(size)})" if size else "")),
+        ("status", f"{job['status']} ({job.get('progress') or 0}%)"),
+    ]
+    if job.get("error"):
+        lines.append(("error", job["error"]))
+    lines += [
+        ("options", " ".join(f"{k}={v}" for k, v in options.items()) or "defaults"),
+        ("created", format_local_time(job.get("created_at"))),
+        ("started", format_local_time(job.get("started_at"))),
+        ("finished", format_local_time(job.get("finished_at"))),
+        ("video fid", job.get("video_fid") or "-"),
+        ("mp3 fid", job.get("mp3_fid") or "-"),
+    ]
+    if job["status"] == "done" and job.get("mp3_fid"):
+        lines.append(("download", f"{PROG} download {job['mp3_fid']}"))
+    return lines
+
+
+def usage_lines(account: dict[str, Any]) -> list[tuple[str, str]]:
+    """Return ``(name, text)`` lines for an account from ``GET /me``; a null quota is unlimited."""
+    usage = account.get("usage") or {}
+    quotas = account.get("quotas") or {}
+    email = account.get("email") or "-"
+    stored = int(usage.get("stored_bytes") or 0)
+    active = int(usage.get("active_jobs") or 0)
+    uploads = int(usage.get("uploads_last_minute") or 0)
+    storage_quota = quotas.get("stored_bytes")
+    jobs_quota = quotas.get("active_jobs")
+    rate_quota = quotas.get("uploads_per_minute")
+    if rate_quota is None:
+        rate = "unlimited"
+    else:
+        rate = f"at most {rate_quota}" + (", reached" if uploads >= rate_quota else "")
+    return [
+        ("account", f"{email} (admin)" if account.get("admin") else email),
+        ("storage", _against(stored, storage_quota, human_size)),
+        ("active jobs", _against(active, jobs_quota, str)),
+        ("uploads", f"{uploads} in the last minute ({rate})"),
+    ]
+
+
+def _against(used: int, limit: int | None, show: Callable[[int], str]) -> str:
+    """Show a figure beside its quota: "2 of 10", "10 of 10 (full)", "1.2 GiB (unlimited)"."""
+    if limit is None:
+        return f"{show(used)} (unlimited)"
+    return f"{show(used)} of {show(limit)}" + (" (full)" if used >= limit else "")
+
+
+def format_fields(lines: Sequence[tuple[str, str]]) -> str:
+    """Lay out ``name: value`` lines with the values in one column."""
+    width = max(len(key) for key, _ in lines)
+    return "\n".join(f"{key + ':':<{width + 1}} {value}" for key, value in lines)
+
+
+def format_table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
+    """Lay out rows under their headers in columns two spaces apart."""
+    rows = [headers, *rows]
+    widths = [max(len(str(row[i])) for row in rows) for i in range(len(headers))]
+    return "\n".join(
+        "  ".join(f"{value!s:<{width}}" for value, width in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    )
+
+
+def format_local_time(value: str | float | None) -> str:
+    """Show an ISO timestamp or epoch seconds in local time, to the second."""
+    if value is None or value == "":
+        return "-"
+    try:
+        if isinstance(value, str):
+            moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        else:
+            moment = datetime.fromtimestamp(value, UTC)
+    except (ValueError, OverflowError, OSError):
+        return str(value)
+    return moment.astimezone().strftime("%Y-%m-%d %H:%M:%S %Z").strip()

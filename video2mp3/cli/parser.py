@@ -1,0 +1,135 @@
+"""The command line: the program's name, its subcommands and their options."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from video2mp3 import __version__
+
+PROG = "video2mp3"
+STATUSES = ("queued", "processing", "done", "failed")
+# The convert flags sent to the server as conversion options, under these names.
+OPTION_FIELDS = (
+    "bitrate",
+    "quality",
+    "sample_rate",
+    "channels",
+    "start",
+    "end",
+    "title",
+    "artist",
+    "album",
+)
+MAX_PAGE_SIZE = 100
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Build the argument parser with one subcommand per action, named in ``args.command``."""
+    # --server is accepted before and after the subcommand; SUPPRESS keeps a
+    # subcommand's absent flag from hiding the one given before it.
+    server = argparse.ArgumentParser(add_help=False)
+    server.add_argument(
+        "--server",
+        metavar="URL",
+        default=argparse.SUPPRESS,
+        help="gateway URL (default: $VIDEO2MP3_URL, else the server you logged in to, "
+        "else http://127.0.0.1:8000)",
+    )
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Convert videos to MP3 with a video2mp3 server.",
+        epilog="Exit status: 0 ok, 1 failed, 2 usage, 3 not logged in, 4 server unreachable.",
+        parents=[server],
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, summary: str) -> argparse.ArgumentParser:
+        return commands.add_parser(name, parents=[server], help=summary, description=summary)
+
+    login = command("login", "Log in and store the token in your config directory.")
+    login.add_argument("--email", help="your email (asked for when not given)")
+    login.add_argument(
+        "--password-stdin",
+        action="store_true",
+        help="read the password from the first line of stdin instead of asking for it",
+    )
+
+    command("logout", "Forget the stored token.")
+
+    convert = command("convert", "Upload videos to convert them to MP3.")
+    convert.add_argument("files", nargs="+", metavar="FILE", type=Path, help="video or audio file")
+    quality = convert.add_mutually_exclusive_group()
+    quality.add_argument(
+        "--bitrate", type=int, metavar="KBPS", help="constant bitrate in kbit/s (default 192)"
+    )
+    quality.add_argument(
+        "--quality", type=int, metavar="Q", help="variable bitrate quality, 0 (best) to 9"
+    )
+    convert.add_argument(
+        "--sample-rate", type=int, metavar="HZ", help="e.g. 44100 (default: the source's)"
+    )
+    convert.add_argument(
+        "--channels", type=int, choices=(1, 2), help="1 mono or 2 stereo (default: the source's)"
+    )
+    convert.add_argument("--start", metavar="TIME", help="start at TIME: 90, 1:30 or 0:01:30.5")
+    convert.add_argument("--end", metavar="TIME", help="end at TIME (of the source)")
+    convert.add_argument("--title", help="ID3 title (default: the file's name)")
+    convert.add_argument("--artist", help="ID3 artist")
+    convert.add_argument("--album", help="ID3 album")
+    convert.add_argument(
+        "--wait", action="store_true", help="wait for the conversions and download the MP3s"
+    )
+    convert.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        default=Path(),
+        metavar="DIR",
+        help="where --wait saves the MP3s (default: the current directory)",
+    )
+
+    jobs = command("jobs", "List your jobs, newest first.")
+    jobs.add_argument("--status", choices=STATUSES, help="only jobs in this state")
+    jobs.add_argument(
+        "--limit", type=_page_size, default=20, metavar="N", help="show N jobs (1-100, default 20)"
+    )
+    jobs.add_argument("--offset", type=_non_negative, default=0, metavar="N", help="skip N jobs")
+
+    status = command("status", "Show one job.")
+    status.add_argument("job_id", metavar="JOB_ID")
+
+    download = command("download", "Download a finished MP3.")
+    download.add_argument("fid", metavar="FID", help="the MP3's id, its video's id or the job id")
+    download.add_argument(
+        "-o", "--output", type=Path, default=Path(), metavar="DIR", help="default: here"
+    )
+
+    delete = command("delete", "Delete jobs with their video and MP3.")
+    delete.add_argument("job_ids", nargs="+", metavar="JOB_ID")
+
+    command("usage", "Show what you store and run, and your quotas.")
+    return parser
+
+
+def option_flag(field: str) -> str:
+    """Return the flag for a conversion option the server names, or the name itself."""
+    return f"--{field.replace('_', '-')}" if field in OPTION_FIELDS else field
+
+
+def _page_size(text: str) -> int:
+    value = _non_negative(text)
+    if not 1 <= value <= MAX_PAGE_SIZE:
+        raise argparse.ArgumentTypeError(f"must be from 1 to {MAX_PAGE_SIZE}, got {value}")
+    return value
+
+
+def _non_negative(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative, got {value}")
+    return value

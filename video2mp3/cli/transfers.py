@@ -1,0 +1,108 @@
+"""Files to and from the server, and conversions followed, with progress on stderr."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from pathlib import Path
+from typing import Any
+
+from video2mp3.cli.errors import CommandError
+from video2mp3.client import Client, ConnectionFailed
+from video2mp3.progress import Progress, human_duration
+
+FINISHED = ("done", "failed")
+POLL_FIRST_SECONDS = 0.2
+POLL_MAX_SECONDS = 2.0
+
+
+def upload(client: Client, path: Path, options: dict[str, str]) -> dict[str, Any]:
+    """Stream one file to the server with a progress bar; return the accepted job."""
+    size = path.stat().st_size
+    bar = Progress(f"uploading {path.name}", size)
+    try:
+        with path.open("rb") as file:
+            job = client.upload(
+                file, filename=path.name, size=size, options=options, on_progress=bar.update
+            )
+    except BaseException:
+        bar.abort()
+        raise
+    bar.finish(bar.summary())
+    return job
+
+
+def wait_for_job(client: Client, job_id: str, *, label: str) -> dict[str, Any]:
+    """Poll a job until it is done or failed, showing its progress; return it."""
+    bar = Progress(f"converting {label}", 100, unit="percent")
+    status = None
+    interval = POLL_FIRST_SECONDS
+    try:
+        while True:
+            job = client.job(job_id)
+            if job["status"] != status:
+                status = job["status"]
+                bar.detail = status
+                if not bar.tty and status not in FINISHED:
+                    bar.note(f"{bar.label}: {status}")
+            bar.update(int(job.get("progress") or 0))
+            if status in FINISHED:
+                break
+            time.sleep(interval)
+            interval = min(interval * 1.5, POLL_MAX_SECONDS)
+    except BaseException:
+        bar.abort()
+        raise
+    if status == "done":
+        bar.finish(f"done in {human_duration(bar.elapsed)}")
+    else:
+        bar.abort()
+    return job
+
+
+def save_download(client: Client, fid: str, directory: Path) -> Path:
+    """Download an MP3 into ``directory`` under the server's name for it; return the path.
+
+    An existing file is never overwritten: "name (1).mp3" and so on are tried.
+    The bytes go to a hidden ".part" file first, renamed once complete.
+
+    Raises:
+        CommandError: the directory or the file cannot be written (exit 1).
+    """
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CommandError(f"{directory}: {exc.strerror or exc}") from None
+    with client.download(fid) as download:
+        target = _unused_path(directory / download.filename)
+        partial = target.with_name(f".{target.name}.part")
+        bar = Progress(f"downloading {target.name}", download.size)
+        written = 0
+        try:
+            with partial.open("wb") as file:
+                for chunk in download.chunks():
+                    file.write(chunk)
+                    written += len(chunk)
+                    bar.update(written)
+            if download.size is not None and written != download.size:
+                raise ConnectionFailed(
+                    f"the download stopped after {written} of {download.size} bytes"
+                )
+            partial.rename(target)
+        except BaseException as exc:
+            bar.abort()
+            with contextlib.suppress(OSError):
+                partial.unlink()
+            if isinstance(exc, OSError):
+                raise CommandError(f"{target}: {exc.strerror or exc}") from None
+            raise
+    bar.finish(bar.summary())
+    return target
+
+
+def _unused_path(path: Path) -> Path:
+    candidate, number = path, 0
+    while candidate.exists():
+        number += 1
+        candidate = path.with_name(f"{path.stem} ({number}){path.suffix}")
+    return candidate
