@@ -154,8 +154,11 @@ class Client:
         size: int,
         options: Mapping[str, str] | None = None,
         on_progress: Callable[[int], None] | None = None,
+        content_type: str | None = None,
     ) -> dict[str, Any]:
         """Stream one video to the server with its output options; return the accepted job.
+
+        ``content_type`` defaults to the one ``filename``'s extension suggests.
 
         Raises:
             ApiError: 400 (with ``field`` for a refused option), 413, 415, 503; 429 and
@@ -163,7 +166,9 @@ class Client:
             AuthenticationError, ConnectionFailed, InvalidServer: see the module.
             multipart.FileChanged: the file shrank while it was being read.
         """
-        content_type = mimetypes.guess_type(filename)[0] or "application/octet-stream"
+        content_type = (
+            content_type or mimetypes.guess_type(filename)[0] or "application/octet-stream"
+        )
         body = MultipartUpload(
             file,
             filename=filename,

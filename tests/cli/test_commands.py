@@ -445,7 +445,8 @@ def test_a_file_over_the_servers_limit_is_refused_with_its_message(cli, logged_i
         file.write(make_video(tmp_path / "head.mp4", seconds=1).read_bytes())
         file.truncate(MAX_UPLOAD_BYTES + 1)
 
-    message = assert_one_line_error(cli("convert", str(big)), 1)
+    # The whole file: its audio track alone would be well within the limit.
+    message = assert_one_line_error(cli("convert", "--full-upload", str(big)), 1)
 
     assert message == f"video2mp3: {big}: The upload exceeds the {MAX_UPLOAD_BYTES}-byte limit."
 

@@ -160,7 +160,7 @@ def run_convert(args: argparse.Namespace) -> int:
         try:
             for path in files:
                 try:
-                    job = upload(client, path, options)
+                    job = upload(client, path, options, audio_only=not args.full_upload)
                 except ApiError as exc:
                     if isinstance(exc, AuthenticationError) or exc.code == "invalid_option":
                         raise  # the same for every file

@@ -79,6 +79,12 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("--artist", help="ID3 artist")
     convert.add_argument("--album", help="ID3 album")
     convert.add_argument(
+        "--full-upload",
+        action="store_true",
+        help="send the whole video, not only its audio track (which needs ffmpeg: "
+        "on PATH or from 'pip install video2mp3[cli-audio]')",
+    )
+    convert.add_argument(
         "--wait", action="store_true", help="wait for the conversions and download the MP3s"
     )
     convert.add_argument(

@@ -7,23 +7,57 @@ import time
 from pathlib import Path
 from typing import Any
 
+from video2mp3 import soundtrack
 from video2mp3.cli.errors import CommandError
+from video2mp3.cli.output import note
 from video2mp3.client import Client, ConnectionFailed
-from video2mp3.progress import Progress, human_duration
+from video2mp3.progress import Progress, human_duration, human_size
 
 FINISHED = ("done", "failed")
 POLL_FIRST_SECONDS = 0.2
 POLL_MAX_SECONDS = 2.0
 
 
-def upload(client: Client, path: Path, options: dict[str, str]) -> dict[str, Any]:
-    """Stream one file to the server with a progress bar; return the accepted job."""
+def upload(
+    client: Client, path: Path, options: dict[str, str], *, audio_only: bool = True
+) -> dict[str, Any]:
+    """Stream one file to the server with a progress bar; return the accepted job.
+
+    With ``audio_only``, a video's audio track is sent in its place when ffmpeg
+    can copy it out (``soundtrack``), under the video's name, so the MP3 and the
+    email are named after it; otherwise, silently, the whole file.
+    """
+    if not audio_only:
+        return _send(client, path, path.name, options)
+    with soundtrack.extracted(path, options) as track:
+        if track is None:
+            return _send(client, path, path.name, options)
+        note(
+            f"{path.name}: sending the audio only ({track.codec}): "
+            f"{human_size(track.size)} of {human_size(path.stat().st_size)}"
+        )
+        return _send(client, track.path, path.name, track.options, content_type=track.content_type)
+
+
+def _send(
+    client: Client,
+    path: Path,
+    filename: str,
+    options: dict[str, str],
+    *,
+    content_type: str | None = None,
+) -> dict[str, Any]:
     size = path.stat().st_size
-    bar = Progress(f"uploading {path.name}", size)
+    bar = Progress(f"uploading {filename}", size)
     try:
         with path.open("rb") as file:
             job = client.upload(
-                file, filename=path.name, size=size, options=options, on_progress=bar.update
+                file,
+                filename=filename,
+                size=size,
+                options=options,
+                on_progress=bar.update,
+                content_type=content_type,
             )
     except BaseException:
         bar.abort()
