@@ -216,21 +216,75 @@ class Bucket:
         self._indexed = False
         self._dated = False  # the index ``stored_before`` reads by
 
+    def ensure_indexes(self) -> None:
+        """Create the indexes GridFS readers rely on (as pymongo's GridIn would make them).
+
+        Raises:
+            TransientError: MongoDB failed.
+        """
+        if self._indexed:
+            return
+        with translate_errors("opening an upload"):
+            self.files.create_index([("filename", 1), ("uploadDate", 1)])
+            self.chunks.create_index([("files_id", 1), ("n", 1)], unique=True)
+            # What a user stores (quotas), summed from the index alone.
+            self.files.create_index([("metadata.owner", 1), ("length", 1)])
+            # A redelivered conversion looks for the MP3 it stored before by its job.
+            self.files.create_index("metadata.job_id", sparse=True)
+        self._indexed = True
+
     def open_upload(
         self, filename: str, metadata: Mapping[str, Any], *, abort_patience: float = 0.0
     ) -> Upload:
         """Start a new file that is written piece by piece (see ``Upload.abort``)."""
-        if not self._indexed:
-            # The indexes GridFS readers rely on (as pymongo's GridIn would make them).
-            with translate_errors("opening an upload"):
-                self.files.create_index([("filename", 1), ("uploadDate", 1)])
-                self.chunks.create_index([("files_id", 1), ("n", 1)], unique=True)
-                # What a user stores (quotas), summed from the index alone.
-                self.files.create_index([("metadata.owner", 1), ("length", 1)])
-                # A redelivered conversion looks for the MP3 it stored before by its job.
-                self.files.create_index("metadata.job_id", sparse=True)
-            self._indexed = True
+        self.ensure_indexes()
         return Upload(self, filename, metadata, CHUNK_SIZE, abort_patience=abort_patience)
+
+    def put_chunk(self, file_id: ObjectId, number: int, data: bytes) -> None:
+        """Store chunk ``number`` of a file being assembled across requests; storing it
+        again replaces it, so a write repeated after an outage does no harm.
+
+        Raises:
+            TransientError: MongoDB failed.
+        """
+        with translate_errors("storing a chunk"):
+            self.chunks.replace_one(
+                {"files_id": file_id, "n": number},
+                {"files_id": file_id, "n": number, "data": data},
+                upsert=True,
+            )
+
+    def seal(
+        self, file_id: ObjectId, *, length: int, filename: str, metadata: Mapping[str, Any]
+    ) -> None:
+        """Record a file whose chunks ``put_chunk`` stored, making it a GridFS file.
+
+        Raises:
+            TransientError: MongoDB failed.
+        """
+        with translate_errors("storing a file"):
+            self.files.replace_one(
+                {"_id": file_id},
+                {
+                    "_id": file_id,
+                    "length": length,
+                    "chunkSize": CHUNK_SIZE,
+                    "uploadDate": utcnow(),
+                    "filename": filename,
+                    "metadata": dict(metadata),
+                },
+                upsert=True,
+            )
+
+    def delete_pieces(self, file_id: ObjectId) -> None:
+        """Delete a file's chunks and its record, whether or not it was ever sealed.
+
+        Raises:
+            TransientError: MongoDB failed.
+        """
+        with translate_errors("deleting a file"):
+            self.chunks.delete_many({"files_id": file_id})
+            self.files.delete_one({"_id": file_id})
 
     def put(self, stream: BinaryIO, filename: str, metadata: Mapping[str, Any]) -> ObjectId:
         """Stream ``stream`` into a new file and return its id.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 from flask import Flask
@@ -12,10 +13,11 @@ from common.logs import configure_logging
 from common.messaging import Publisher
 from common.storage import Storage
 from common.tokens import TokenVerifier
-from gateway import views, web
+from gateway import tus, views, web
 from gateway.auth_client import AuthClient
 from gateway.config import Config
 from gateway.intake import Intake
+from gateway.resumable import ResumableUploads
 from gateway.services import EXTENSION, Services
 from gateway.watchdog import ReadWatchdog
 
@@ -61,7 +63,16 @@ def create_app(config: Config | None = None) -> Flask:
             video_queue=config.video_queue,
             quotas=config.quotas,
         ),
+        resumable=ResumableUploads(
+            storage,
+            jobs,
+            expiry=timedelta(seconds=config.resumable_upload_expiry),
+            # A writer renews its lock with each chunk it stores: a few reads' worth of
+            # the watchdog's deadline, so a request that died lets go of it soon.
+            lease=timedelta(seconds=config.upload_read_timeout * 6),
+        ),
     )
     app.register_blueprint(views.bp)
+    app.register_blueprint(tus.bp)
     app.register_blueprint(web.bp)
     return app

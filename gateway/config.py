@@ -14,6 +14,9 @@ DEFAULT_MAX_CONTENT_LENGTH = 2 * 1024**3
 # network still in use, and short enough that 20 trickling clients give up their threads
 # before others queue behind them; nginx's client_body_timeout (60 s) is of this order.
 DEFAULT_UPLOAD_READ_TIMEOUT = 30.0
+# A resumable upload (tus, /files/) not finished this many seconds after its last bytes
+# arrived is removed with what it stored: a day to come back after a lost connection.
+DEFAULT_RESUMABLE_UPLOAD_EXPIRY = 24 * 3600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +37,9 @@ class Config(PipelineConfig):
     )
     upload_read_timeout: float = setting(
         "UPLOAD_READ_TIMEOUT", DEFAULT_UPLOAD_READ_TIMEOUT, minimum=1.0
+    )
+    resumable_upload_expiry: float = setting(
+        "RESUMABLE_UPLOAD_EXPIRY", DEFAULT_RESUMABLE_UPLOAD_EXPIRY, minimum=1.0
     )
     quotas: Quotas = field(default_factory=Quotas)
     public_url: str = shared("PUBLIC_URL")

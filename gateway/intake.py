@@ -1,10 +1,11 @@
 """Accept a video into the pipeline: the one path every way a video arrives goes through.
 
-A transport (today the multipart ``POST /upload``; later resumable uploads and
-imports by URL) reads what the client asked for with ``read_submission`` before
-it stores a byte, asks ``Intake.room_for`` how much the caller may still store,
-writes the bytes into ``Intake.new_video``, and hands the stored video to
-``Intake.accept``. That records the job, publishes it to the converters and
+A transport (the multipart ``POST /upload``; resumable uploads at ``/files/``,
+``gateway.tus``; later imports by URL) reads what the client asked for with
+``read_submission`` before it stores a byte, asks ``Intake.room_for`` how much the
+caller may still store, writes the bytes into storage (``Intake.new_video``, or
+chunk by chunk across requests in ``gateway.resumable``), and hands the stored
+video to ``Intake.accept``. That records the job, publishes it to the converters and
 marks it enqueued, the moment it counts as accepted; if the job cannot be
 queued, what was stored is removed and the caller gets a 503.
 """

@@ -13,6 +13,7 @@ from common.tokens import TokenVerifier
 from gateway.auth_client import AuthClient
 from gateway.config import Config
 from gateway.intake import Intake
+from gateway.resumable import ResumableUploads
 from gateway.watchdog import ReadWatchdog
 
 EXTENSION = "video2mp3.gateway"
@@ -30,6 +31,7 @@ class Services:
     auth: AuthClient
     upload_watchdog: ReadWatchdog
     intake: Intake
+    resumable: ResumableUploads
 
     def close(self) -> None:
         """Close the connections the clients opened and stop the watchdog."""

@@ -21,6 +21,9 @@ from schemathesis.checks import (
 
 from tests.support.system import new_user
 
+# tus bodies (PATCH /files/{upload_id}) are raw bytes, sent as octet-streams are.
+schemathesis.serializer.alias("application/offset+octet-stream", "application/octet-stream")
+
 EXAMPLES_PER_OPERATION = 25
 CHECKS = [
     not_a_server_error,

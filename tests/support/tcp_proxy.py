@@ -25,6 +25,8 @@ class TcpProxy:
         self._refusing = False
         self._holding: list[socket.socket] | None = None  # connections held silent
         self._closed = threading.Event()
+        self.bytes_up = 0  # bytes clients sent through the proxy
+        self._cut_at: int | None = None
         self._thread = threading.Thread(target=self._accept_loop, daemon=True)
         self._thread.start()
 
@@ -46,6 +48,11 @@ class TcpProxy:
                 with contextlib.suppress(OSError):
                     sock.shutdown(socket.SHUT_RDWR)
                 sock.close()
+
+    def cut_after(self, nbytes: int) -> None:
+        """Pass ``nbytes`` more client bytes upstream, then sever every connection."""
+        with self._lock:
+            self._cut_at = self.bytes_up + nbytes
 
     def refuse(self) -> None:
         """Sever open connections and close new ones at once, like a server that is down."""
@@ -73,6 +80,19 @@ class TcpProxy:
         """Return how many connections are open through the proxy."""
         with self._lock:
             return len(self._pairs)
+
+    def _count_up(self, data: bytes, upstream: socket.socket) -> bool:
+        """Count bytes going upstream; return False (having sent what is allowed) at a cut."""
+        with self._lock:
+            allowed = len(data) if self._cut_at is None else self._cut_at - self.bytes_up
+            if allowed >= len(data):
+                self.bytes_up += len(data)
+                return True
+            self.bytes_up += max(allowed, 0)
+            self._cut_at = None
+        if allowed > 0:
+            upstream.sendall(data[:allowed])
+        return False
 
     def close(self) -> None:
         """Stop the proxy and sever everything."""
@@ -114,6 +134,9 @@ class TcpProxy:
                 for key, _ in selector.select(timeout=1.0):
                     data = key.fileobj.recv(65536)
                     if not data:
+                        return
+                    if key.fileobj is client and not self._count_up(data, peer[client]):
+                        self.drop()
                         return
                     peer[key.fileobj].sendall(data)
                 with self._lock:
