@@ -25,6 +25,9 @@ SMTPS_PORT = 465
 # 5 min, 15 min, 30 min, then every hour, for at least a day: 31 attempts, each
 # waiting in the broker, not in a worker. Mail servers retry for days; a day covers
 # any outage an operator notices and fixes, and dead letters can be replayed after.
+# Longer than one send can take: a claim older than this belonged to a worker that died
+# mid-send, and its email (or webhook) is sent again.
+CLAIM_LEASE_SECONDS = 120.0
 NOTIFY_RETRY = RetryLadder(delays=(10, 30, 60, 300, 900, 1800, 3600), horizon=86400)
 
 
@@ -73,7 +76,7 @@ class Config(PipelineConfig):
     # Webhook calls in flight at once, and at most this many to one host.
     webhook_concurrency: int = setting("WEBHOOK_CONCURRENCY", 8, minimum=1, maximum=64)
     webhook_host_concurrency: int = setting("WEBHOOK_HOST_CONCURRENCY", 2, minimum=1)
-    claim_lease: float = setting("NOTIFY_CLAIM_LEASE_SECONDS", 120.0, minimum=1.0)
+    claim_lease: float = setting("NOTIFY_CLAIM_LEASE_SECONDS", CLAIM_LEASE_SECONDS, minimum=1.0)
 
     @classmethod
     def secrets(cls, values: dict[str, Any]) -> dict[str, str | None]:

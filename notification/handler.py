@@ -26,6 +26,7 @@ from common.messages import read_mp3_message, read_webhook_message
 from common.messaging import Delivery
 from common.retry import retry_transient
 from notification import metrics
+from notification.config import CLAIM_LEASE_SECONDS
 from notification.emails import compose
 from notification.hosts import HostGate
 from notification.ledger import (
@@ -59,7 +60,7 @@ class Notifier:
         mail_from: str,
         public_url: str,
         hosts: HostGate | None = None,
-        claim_lease: timedelta = timedelta(minutes=2),
+        claim_lease: timedelta = timedelta(seconds=CLAIM_LEASE_SECONDS),
     ) -> None:
         self._jobs = jobs
         self._ledger = ledger
@@ -69,8 +70,6 @@ class Notifier:
         self._hosts = hosts or HostGate()
         self._mail_from = mail_from
         self._public_url = public_url
-        # Longer than one send can take: a claim older than this belonged to a worker
-        # that died mid-send, and the job's email (or webhook) is sent again.
         self._claim_lease = claim_lease
 
     def handle(self, message: dict[str, Any], delivery: Delivery) -> None:

@@ -15,7 +15,7 @@ import pytest
 
 from common.retry import RetryLadder
 from converter.config import CONVERT_RETRY
-from notification.config import NOTIFY_RETRY
+from notification.config import CLAIM_LEASE_SECONDS, NOTIFY_RETRY
 from tests.support.system import System, User, new_user
 
 # The retry ladders' waits, scaled: each ladder keeps its steps' proportions and its
@@ -23,6 +23,9 @@ from tests.support.system import System, User, new_user
 # of T seconds here stands for T / factor seconds with the shipped settings.
 CONVERT_SCALE = 0.1  # 5 s ... 5 min steps become 0.5 s ... 30 s, the hour 6 minutes
 NOTIFY_SCALE = 0.01  # 10 s ... 1 h steps become 0.1 s ... 36 s, the day 14.4 minutes
+# The claim lease is a wait too: the shipped 120 s (CLAIM_LEASE_SECONDS) becomes 5 s, still
+# far longer than one send to the local SMTP sink takes.
+LEASE_SCALE = 1 / 24
 SCALED_CONVERT_RETRY = CONVERT_RETRY.scaled(CONVERT_SCALE)
 SCALED_NOTIFY_RETRY = NOTIFY_RETRY.scaled(NOTIFY_SCALE)
 assert SCALED_CONVERT_RETRY.attempts == CONVERT_RETRY.attempts
@@ -48,10 +51,10 @@ FAST_RECOVERY = {
     "STALE_JOB_SECONDS": "10",
     # A job whose upload got a 503 and could not be cleaned up goes after 5 s (shipped: 600 s).
     "ABANDONED_UPLOAD_SECONDS": "5",
-    # A dead notification worker's claim lapses after 5 s (shipped: 120 s); a delivery that
+    # A dead notification worker's claim lapses after the scaled lease; a delivery that
     # finds it held waits a lease in the broker (the scaled ladder's 9 s step, as the
     # shipped 120 s lease waits its 300 s step) without spending an attempt.
-    "NOTIFY_CLAIM_LEASE_SECONDS": "5",
+    "NOTIFY_CLAIM_LEASE_SECONDS": f"{CLAIM_LEASE_SECONDS * LEASE_SCALE:g}",
 }
 
 
