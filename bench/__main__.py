@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from bench import converter, load, mongo, pipeline, scale, storage
+from bench import converter, load, mongo, pipeline, scale, storage, upload
 from bench.results import Result, format_table, heading, report
 
 BENCHES = {
@@ -20,6 +20,7 @@ BENCHES = {
     "mongo": mongo.run,
     "load": load.run,
     "scale": scale.run,
+    "upload": upload.run,
 }
 
 

@@ -18,6 +18,10 @@ from bench import CACHE, ROOT
 
 LONG_SECONDS = 600
 LONG_SIZE = "1280x720"
+# A phone's recording: what a user's camera app writes for 1080p at 30 frames a second.
+PHONE_SECONDS = 120
+PHONE_VIDEO_BITRATE = "16M"
+PHONE_AUDIO_BITRATE = "256k"
 RANDOM_PIECE = 1024 * 1024
 
 
@@ -80,6 +84,56 @@ def video(seconds: int, size: str, name: str | None = None) -> Path:
 def long_video() -> Path:
     """Return the 10-minute 1280x720 H.264 + AAC file the converter targets are set on."""
     return video(LONG_SECONDS, LONG_SIZE, name="long-10min-720p.mp4")
+
+
+def phone_video() -> Path:
+    """Return a cached 2-minute phone-like recording: 1080p30 H.264 at 16 Mbit/s, AAC 256k.
+
+    A camera's picture is full of sensor noise and motion, which is why phones need
+    16 Mbit/s; testsrc alone would compress to a fraction of that, so the picture is
+    testsrc2 with fresh noise in every frame, and the rate is held with a VBV buffer. The
+    sound is pink noise, which the AAC encoder, like real sound, spends its 256 kbit/s on
+    (a sine would come out far smaller). About 2 min x 16.3 Mbit/s = 245 MB.
+    """
+    path = CACHE / "phone-2min-1080p.mp4"
+
+    def make(out: Path) -> None:
+        run_ffmpeg(
+            "-f",
+            "lavfi",
+            "-i",
+            f"testsrc2=size=1920x1080:rate=30:duration={PHONE_SECONDS},noise=alls=12:allf=t",
+            "-f",
+            "lavfi",
+            "-i",
+            f"anoisesrc=color=pink:sample_rate=48000:amplitude=0.2:duration={PHONE_SECONDS}",
+            "-c:v",
+            "libx264",
+            # ultrafast: the two cores make it in under a minute; the bytes are what matter.
+            "-preset",
+            "ultrafast",
+            "-b:v",
+            PHONE_VIDEO_BITRATE,
+            "-maxrate",
+            PHONE_VIDEO_BITRATE,
+            "-bufsize",
+            PHONE_VIDEO_BITRATE,
+            "-pix_fmt",
+            "yuv420p",
+            "-c:a",
+            "aac",
+            "-b:a",
+            PHONE_AUDIO_BITRATE,
+            "-ac",
+            "2",
+            "-ar",
+            "48000",
+            "-f",
+            "mp4",
+            str(out),
+        )
+
+    return _cached(path, make)
 
 
 def mp3_audio_mkv(source: Path) -> Path:

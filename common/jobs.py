@@ -333,6 +333,16 @@ class JobStore:
             cursor = self._jobs.find({"mp3_fid": {"$in": list(mp3_fids)}}, {"mp3_fid": 1})
             return {job["mp3_fid"] for job in cursor}
 
+    def referenced_videos(self, video_fids: Iterable[ObjectId]) -> set[ObjectId]:
+        """Return which of these video ids a job points to.
+
+        Raises:
+            TransientError: MongoDB failed.
+        """
+        with translate_errors("finding referenced videos"):
+            cursor = self._jobs.find({"video_fid": {"$in": list(video_fids)}}, {"video_fid": 1})
+            return {job["video_fid"] for job in cursor}
+
     def delete(self, job_id: str) -> bool:
         """Delete a job record; False if it did not exist."""
         with translate_errors("deleting a job"):

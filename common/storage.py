@@ -31,6 +31,9 @@ CHUNK_SIZE = 1024 * 1024  # GridFS chunk and streaming read size
 UPLOAD_BATCH_CHUNKS = 4
 # Chunks a download fetches per query: few round trips, a few MiB held per download.
 READ_BATCH_CHUNKS = 4
+# The gateway's record of each unfinished resumable upload (gateway.resumable), in the
+# videos database: its bytes are in the videos bucket under the record's ``_id``.
+RESUMABLE_UPLOADS = "tus_uploads"
 
 
 class Upload:
@@ -398,6 +401,31 @@ class Bucket:
             )
             return list(cursor)
 
+    def begun_before(
+        self, moment: datetime, *, after: ObjectId | None = None, limit: int = 100
+    ) -> list[ObjectId]:
+        """Return up to ``limit`` ids of files begun before ``moment``, finished or not.
+
+        A file's id is an ``ObjectId`` made as its upload starts, so it holds that time;
+        its first chunk (``n`` 0) is stored with the first bytes. So this finds, oldest
+        first, the pieces of uploads that never finished too, which have no ``fs.files``
+        record to date them, reading only the chunks' ``(files_id, n)`` index. ``after``
+        is the last id a previous call returned.
+
+        Raises:
+            TransientError: MongoDB failed.
+        """
+        bounds: dict[str, Any] = {"$lt": ObjectId.from_datetime(moment)}
+        if after is not None:
+            bounds["$gt"] = after
+        with translate_errors("listing stored files"):
+            cursor = (
+                self.chunks.find({"files_id": bounds, "n": 0}, {"files_id": 1, "_id": 0})
+                .sort("files_id", 1)
+                .limit(limit)
+            )
+            return [chunk["files_id"] for chunk in cursor]
+
     def delete(self, file_id: object) -> bool:
         """Delete a file; return False if it did not exist."""
         try:
@@ -427,6 +455,16 @@ class Storage:
         self.videos.delete(job["video_fid"])
         if job.get("mp3_fid"):
             self.mp3s.delete(job["mp3_fid"])
+
+    def resumable_among(self, video_fids: list[ObjectId]) -> set[ObjectId]:
+        """Return which of these videos are unfinished resumable uploads, or were lately.
+
+        Raises:
+            TransientError: MongoDB failed.
+        """
+        records = self.client[self.config.videos_db][RESUMABLE_UPLOADS]
+        with translate_errors("finding resumable uploads"):
+            return {r["_id"] for r in records.find({"_id": {"$in": video_fids}}, {"_id": 1})}
 
     def ping(self) -> None:
         """Check that MongoDB answers.

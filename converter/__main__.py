@@ -55,6 +55,7 @@ def main() -> None:
         abandoned_after=timedelta(seconds=config.abandoned_after),
         retention=timedelta(days=config.retention_days) if config.retention_days else None,
         max_attempts=config.retry.attempts,
+        orphaned_video_after=timedelta(seconds=config.orphaned_video_after),
     )
     threading.Thread(
         target=janitor.run_forever,

@@ -17,6 +17,11 @@ CONVERT_STALL_SECONDS = 300.0
 # failover) is tried again after 5 s, 15 s, 30 s, 1 min, 2 min, then every 5 min,
 # for at least an hour: 18 attempts. The waits are in the broker, not the worker.
 CONVERT_RETRY = RetryLadder(delays=(5, 15, 30, 60, 120, 300), horizon=3600)
+# A video no job or resumable upload names this long after its upload began is
+# deleted. It must exceed the longest upload request the gateway lets run:
+# MAX_CONTENT_LENGTH (2 GiB) at the read watchdog's slowest pace (256 KiB per
+# UPLOAD_READ_TIMEOUT, 30 s) takes 68 h. Raise it with either of those.
+ORPHANED_VIDEO_SECONDS = 3 * 24 * 3600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +41,11 @@ class Config(PipelineConfig):
     # A job the gateway never marked enqueued for this long was refused or cut
     # off mid-request; far longer than a publish can take (see the gateway).
     abandoned_after: float = setting("ABANDONED_UPLOAD_SECONDS", 600.0, minimum=5.0)
+    # A video that no job or resumable upload names this long after its upload began is
+    # deleted by the janitor (see ORPHANED_VIDEO_SECONDS).
+    orphaned_video_after: float = setting(
+        "ORPHANED_VIDEO_SECONDS", ORPHANED_VIDEO_SECONDS, minimum=60.0
+    )
     # Finished jobs and their files are deleted after this; 0 keeps them forever.
     retention_days: float = setting("RETENTION_DAYS", 30.0, minimum=0.0)
     janitor_interval: float = setting("JANITOR_INTERVAL_SECONDS", 60.0, minimum=0.1)

@@ -9,10 +9,13 @@ not clean up: it is deleted with its video. Finished jobs older than the
 retention period are deleted with their video and MP3. Each step claims its
 job atomically, so several janitors never do the same work twice.
 
-Last, MP3s no job refers to are deleted: what a converter left behind when it
-died between storing an MP3 and recording it, or before dropping the MP3 of a
-delivery that lost the race to finish. See ``Janitor._sweep_orphans`` for why
-this can never take an MP3 a job still needs.
+Last, files no job refers to are deleted. MP3s: what a converter left behind when
+it died between storing an MP3 and recording it, or before dropping the MP3 of a
+delivery that lost the race to finish (see ``Janitor._sweep_orphans`` for why this
+can never take an MP3 a job still needs). Videos: the pieces of an upload whose
+gateway died mid-request or lost MongoDB while cleaning up, which no job and no
+resumable upload names once ``orphaned_video_after`` has passed since the upload
+began (see ``Janitor._sweep_orphan_videos``).
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ class Report:
     abandoned: int = 0
     expired: int = 0
     orphans: int = 0
+    orphaned_videos: int = 0
 
 
 class Janitor:
@@ -63,6 +67,7 @@ class Janitor:
         abandoned_after: timedelta,
         retention: timedelta | None,
         max_attempts: int,
+        orphaned_video_after: timedelta,
         orphan_batch: int = 100,
     ) -> None:
         self._storage = storage
@@ -77,6 +82,8 @@ class Janitor:
         self._orphan_batch = orphan_batch
         # Where the orphan sweep goes on next round: (uploadDate, _id) of the last MP3 looked at.
         self._orphan_position: tuple[datetime, ObjectId] | None = None
+        self._orphaned_video_after = orphaned_video_after
+        self._orphan_video_position: ObjectId | None = None  # the same, for videos
 
     def run_once(self) -> Report:
         """Do one round: every stalled job, then a batch each of abandoned, expired and orphaned.
@@ -108,6 +115,7 @@ class Janitor:
                 self._expire(job)
                 report.expired += 1
         report.orphans = self._sweep_orphans()
+        report.orphaned_videos = self._sweep_orphan_videos()
         return report
 
     def _remove_abandoned(self, job: dict) -> bool:
@@ -167,6 +175,36 @@ class Janitor:
         self._orphan_position = (files[-1]["uploadDate"], files[-1]["_id"]) if full else None
         return removed
 
+    def _sweep_orphan_videos(self) -> int:
+        """Delete the videos of the next batch that nothing refers to; return how many.
+
+        A video is another's until its upload could not possibly still be under way:
+        ``orphaned_video_after`` since the upload began (its id's time) exceeds the
+        longest request the gateway lets an upload take. Past that, a video that no
+        job points to and that is not a resumable upload (whose record the gateway
+        keeps while the client may come back) belongs to nobody. The job is created
+        moments after its video is whole, long inside that time.
+        """
+        started = utcnow() - self._orphaned_video_after
+        fids = self._storage.videos.begun_before(
+            started, after=self._orphan_video_position, limit=self._orphan_batch
+        )
+        if not fids:
+            self._orphan_video_position = None
+            return 0
+        kept = self._jobs.referenced_videos(fids) | self._storage.resumable_among(fids)
+        removed = 0
+        for video_fid in fids:
+            if video_fid in kept:
+                continue
+            self._storage.videos.delete_pieces(video_fid)
+            log.warning("deleted video %s: no job or upload refers to it", video_fid)
+            metrics.ORPHANS_REMOVED.labels("video").inc()
+            removed += 1
+        full = len(fids) == self._orphan_batch
+        self._orphan_video_position = fids[-1] if full else None
+        return removed
+
     def run_forever(self, stop: threading.Event, *, interval: float) -> None:
         """Run a round every ``interval`` seconds until ``stop`` is set."""
         while not stop.wait(interval):
@@ -178,7 +216,7 @@ class Janitor:
             except Exception:  # the loop's edge: housekeeping must not die with one bad job
                 log.exception("housekeeping round failed")
                 continue
-            if report.requeued or report.failed or report.expired or report.orphans:
+            if any(vars(report).values()):
                 log.info("housekeeping: %s", report)
 
 

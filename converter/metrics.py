@@ -22,6 +22,6 @@ CONVERSIONS_ACTIVE = Gauge(
 )
 ORPHANS_REMOVED = Counter(
     "video2mp3_orphaned_files_removed_total",
-    "Stored files no job referred to that housekeeping deleted, by kind (mp3).",
+    "Stored files no job referred to that housekeeping deleted, by kind (mp3, video).",
     ["kind"],
 )

@@ -130,6 +130,8 @@ TRUNCATION_RATIO = 0.9
 TRUNCATION_MIN_SHORTFALL_S = 1.0
 # How often ffmpeg reports progress, so at most how often on_progress runs.
 PROGRESS_INTERVAL_S = 0.5
+# A trimmed re-encode decodes this much before its start and drops it (see _command).
+SEEK_PREROLL_US = 1_000_000
 _WATCH_POLL_S = 0.05
 _CPU_GRACE_S = 5
 _STDERR_LINES_KEPT = 40
@@ -631,13 +633,23 @@ def _command(
     """Return the ffmpeg argument list for one conversion."""
     command = [ffmpeg_exe(), "-nostdin", "-hide_banner", "-loglevel", "error", "-y"]
     command += ["-progress", "pipe:1", "-stats_period", f"{PROGRESS_INTERVAL_S:g}", "-nostats"]
-    # As input options the trim skips reading what is cut; ffmpeg still
-    # decodes from the seek point on, so a re-encoded cut is exact.
-    if options.start:
-        command += ["-ss", f"{options.start:.3f}"]
+    # As input options the trim skips reading what is cut. A stream copy cuts at the
+    # packet the input seek lands on. A re-encode seeks SEEK_PREROLL_US early and drops
+    # the pre-roll on the output side, sample-exact: a decoder started at the packet
+    # holding the start loses its first samples (AAC's overlap, an MP3 frame's bit
+    # reservoir), and in an M4A whose every packet is a sync sample, as ffmpeg writes the
+    # copies of a video's sound the clients send, ffmpeg's seek goes straight there.
+    # Times go to ffmpeg to the microsecond, so a client's shifted times cut where the
+    # user's would have in the whole video.
+    start_us = round((options.start or 0.0) * 1e6)
+    seek_us = start_us if copy else max(0, start_us - SEEK_PREROLL_US)
+    if seek_us:
+        command += ["-ss", _timestamp(seek_us)]
     if options.end is not None:
-        command += ["-to", f"{options.end:.3f}"]
+        command += ["-to", _timestamp(round(options.end * 1e6))]
     command += [*_input_restrictions(), "-i", src, "-map", "0:a:0", "-vn", "-sn", "-dn"]
+    if start_us > seek_us:
+        command += ["-ss", _timestamp(start_us - seek_us)]
     if copy:
         command += ["-c:a", "copy"]
     else:
@@ -660,6 +672,11 @@ def _command(
     # ID3v2.3 because v2.4 tags are still unread by some car stereos and players.
     command += ["-id3v2_version", "3", "-f", "mp3", dst]
     return command
+
+
+def _timestamp(microseconds: int) -> str:
+    """Return a time for ffmpeg's ``-ss``/``-to``: seconds, to the microsecond."""
+    return f"{microseconds // 1_000_000}.{microseconds % 1_000_000:06d}"
 
 
 def run_ffmpeg(

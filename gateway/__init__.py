@@ -72,6 +72,8 @@ def create_app(config: Config | None = None) -> Flask:
             lease=timedelta(seconds=config.upload_read_timeout * 6),
         ),
     )
+    # Expired resumable uploads go with their bytes whether or not anyone uploads again.
+    app.before_request(app.extensions[EXTENSION].resumable.keep_sweeping)
     app.register_blueprint(views.bp)
     app.register_blueprint(tus.bp)
     app.register_blueprint(web.bp)

@@ -16,7 +16,7 @@ DEFAULT_MAX_CONTENT_LENGTH = 2 * 1024**3
 DEFAULT_UPLOAD_READ_TIMEOUT = 30.0
 # A resumable upload (tus, /files/) not finished this many seconds after its last bytes
 # arrived is removed with what it stored: a day to come back after a lost connection.
-DEFAULT_RESUMABLE_UPLOAD_EXPIRY = 24 * 3600.0
+DEFAULT_RESUMABLE_UPLOAD_EXPIRY_SECONDS = 24 * 3600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,7 +39,7 @@ class Config(PipelineConfig):
         "UPLOAD_READ_TIMEOUT", DEFAULT_UPLOAD_READ_TIMEOUT, minimum=1.0
     )
     resumable_upload_expiry: float = setting(
-        "RESUMABLE_UPLOAD_EXPIRY", DEFAULT_RESUMABLE_UPLOAD_EXPIRY, minimum=1.0
+        "RESUMABLE_UPLOAD_EXPIRY_SECONDS", DEFAULT_RESUMABLE_UPLOAD_EXPIRY_SECONDS, minimum=1.0
     )
     quotas: Quotas = field(default_factory=Quotas)
     public_url: str = shared("PUBLIC_URL")

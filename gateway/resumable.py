@@ -12,16 +12,18 @@ the ``fs.files`` record is written and the upload is an ordinary GridFS file,
 which ``Intake.accept`` turns into a job like any other.
 
 An upload not finished by its expiry is removed with its bytes: ``sweep`` does
-it, called by the gateway when uploads are created, at most once a minute per
-process, and for any expired upload a client asks about.
+it, every ``SWEEP_INTERVAL_S`` in a thread of each gateway process
+(``keep_sweeping``, started by the first request a process serves), and at once
+for any expired upload a client asks about. The sweeps of several processes
+claim each upload atomically, so they never remove one twice.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import threading
-import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -37,13 +39,13 @@ from common.errors import TransientError
 from common.http.errors import ApiError
 from common.jobs import JobStore
 from common.mongo import translate_errors, utcnow
-from common.storage import CHUNK_SIZE, Storage
+from common.storage import CHUNK_SIZE, RESUMABLE_UPLOADS, Storage
 from gateway.intake import Submission
 from gateway.sniff import SNIFF_BYTES, sniff_container
 
 log = logging.getLogger(__name__)
 
-COLLECTION = "tus_uploads"
+COLLECTION = RESUMABLE_UPLOADS
 READ_SIZE = 256 * 1024  # as gateway.uploads reads, so the read watchdog's deadline fits
 SWEEP_INTERVAL_S = 60.0
 SWEEP_BATCH = 50
@@ -142,7 +144,8 @@ class ResumableUploads:
         self._clock = clock
         self._indexed = False
         self._sweep_lock = threading.Lock()
-        self._next_sweep = 0.0
+        self._sweeper_pid = 0  # the process whose sweeping thread runs
+        self._closed = threading.Event()
 
     @property
     def _records(self) -> pymongo.collection.Collection:
@@ -323,16 +326,32 @@ class ResumableUploads:
             log.info("removed %d expired resumable uploads", removed)
         return removed
 
-    def sweep_now_and_then(self) -> None:
-        """Sweep at most once per ``SWEEP_INTERVAL_S`` in this process; never raises."""
+    def keep_sweeping(self) -> None:
+        """Make sure a thread of this process sweeps every ``SWEEP_INTERVAL_S``; cheap to repeat.
+
+        Started on first use in the serving process: a thread made before gunicorn
+        forks its workers would not exist in them.
+        """
+        if self._sweeper_pid == os.getpid():
+            return
         with self._sweep_lock:
-            if time.monotonic() < self._next_sweep:
+            if self._sweeper_pid == os.getpid() or self._closed.is_set():
                 return
-            self._next_sweep = time.monotonic() + SWEEP_INTERVAL_S
-        try:
-            self.sweep()
-        except TransientError as exc:
-            log.warning("could not sweep expired uploads: %s", exc)
+            self._sweeper_pid = os.getpid()
+            threading.Thread(target=self._sweep_forever, name="tus-sweeper", daemon=True).start()
+
+    def close(self) -> None:
+        """Stop the sweeping thread."""
+        self._closed.set()
+
+    def _sweep_forever(self) -> None:
+        while not self._closed.wait(SWEEP_INTERVAL_S):
+            try:
+                self.sweep()
+            except TransientError as exc:
+                log.warning("could not sweep expired uploads: %s", exc)
+            except Exception:  # a bug must not end the sweeping for good
+                log.exception("sweeping expired uploads failed")
 
     def _remove(self, record: dict[str, Any]) -> None:
         """Delete an upload's bytes (unless its job has them), then its record."""

@@ -34,8 +34,9 @@ class Services:
     resumable: ResumableUploads
 
     def close(self) -> None:
-        """Close the connections the clients opened and stop the watchdog."""
+        """Close the connections the clients opened and stop the watchdog and the sweeper."""
         self.upload_watchdog.close()
+        self.resumable.close()
         self.publisher.close()
         self.storage.close()
 

@@ -91,7 +91,6 @@ def create() -> tuple[str, int, dict[str, str]]:
     svc = services()
     user = current_user()
     uploads = svc.resumable
-    uploads.sweep_now_and_then()
     length = _read_length()
     limit = svc.config.max_content_length
     if length > limit:

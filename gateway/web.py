@@ -13,6 +13,11 @@ hash covers everything it imports, one URL names one version of each module (and
 so one instance of it in the page), and the entry's URL in the HTML changes
 whenever any module does. The page preloads all the entry's modules beside it,
 so a first visit fetches them at once instead of one level of imports at a time.
+
+Third-party scripts live in ``static/vendor/<package>/``, exactly as npm publishes them
+(``devstack.vendor`` writes them and their manifest), and are served the same way at
+``/assets/vendor/<package>/<file>``: versioned by hash, named from the HTML
+(``src="/assets/vendor/…"``) or imported as ``"./vendor/<package>/<file>.js"``.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
+import posixpath
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +37,8 @@ from common.http.errors import ApiError
 bp = Blueprint("web", __name__)
 
 STATIC_DIR = Path(__file__).parent / "static"
+# The one folder below STATIC_DIR whose files are served too, by their path under it.
+VENDOR_FOLDER = "vendor"
 # Served by suffix: the page's template (index.html) and anything else stay private.
 MEDIA_TYPES = {
     ".js": "text/javascript",
@@ -58,13 +66,15 @@ SECURITY_HEADERS = {
     "X-Frame-Options": "DENY",
     "Cross-Origin-Opener-Policy": "same-origin",
 }
-_ASSET_REFERENCE = re.compile(r'(?P<attr>href|src)="/assets/(?P<name>[\w.-]+)"')
+# An asset's name: a file in STATIC_DIR, or a path below its vendor folder.
+_NAME = r"[\w.@-]+(?:/[\w.@-]+)*"
+_ASSET_REFERENCE = re.compile(rf'(?P<attr>href|src)="/assets/(?P<name>{_NAME})"')
 _MODULE_SCRIPT = re.compile(
-    r'^(?P<indent>[ \t]*)<script type="module" src="/assets/(?P<name>[\w.-]+)"></script>$',
+    rf'^(?P<indent>[ \t]*)<script type="module" src="/assets/(?P<name>{_NAME})"></script>$',
     re.MULTILINE,
 )
-# A static import of a sibling module, written the one way the modules write it.
-_MODULE_IMPORT = re.compile(r'\b(?P<keyword>from|import)(?P<space>\s*)"\./(?P<name>[\w-]+\.js)"')
+# A static import of a module beside or below the importer, written the one way modules write it.
+_MODULE_IMPORT = re.compile(rf'\b(?P<keyword>from|import)(?P<space>\s*)"\./(?P<name>{_NAME}\.js)"')
 
 
 @dataclass(frozen=True)
@@ -87,7 +97,7 @@ def index() -> Response:
     return response.make_conditional(request)
 
 
-@bp.get("/assets/<name>")
+@bp.get("/assets/<path:name>")
 def asset(name: str) -> Response:
     """Serve one of the page's assets; long-lived when asked for by its current version."""
     found = _assets().get(name)
@@ -148,14 +158,22 @@ def _imported(entry: str, assets: dict[str, Asset]) -> list[str]:
 
 def _assets() -> dict[str, Asset]:
     """Return the servable assets by name, read again only when a file of them changes."""
-    files = []
-    with os.scandir(STATIC_DIR) as entries:
-        for entry in entries:
-            if entry.name.startswith(".") or Path(entry.name).suffix not in MEDIA_TYPES:
-                continue
-            if entry.is_file():
-                stat = entry.stat()
-                files.append((entry.name, stat.st_mtime_ns, stat.st_size))
+    files: list[tuple[str, int, int]] = []
+
+    def scan(folder: Path, prefix: str, recurse: bool) -> None:
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                if entry.name.startswith("."):
+                    continue
+                if recurse and entry.is_dir():
+                    scan(Path(entry.path), f"{prefix}{entry.name}/", recurse)
+                elif Path(entry.name).suffix in MEDIA_TYPES and entry.is_file():
+                    stat = entry.stat()
+                    files.append((prefix + entry.name, stat.st_mtime_ns, stat.st_size))
+
+    scan(STATIC_DIR, "", recurse=False)
+    if (STATIC_DIR / VENDOR_FOLDER).is_dir():
+        scan(STATIC_DIR / VENDOR_FOLDER, f"{VENDOR_FOLDER}/", recurse=True)
     return _read_assets(STATIC_DIR, tuple(sorted(files)))
 
 
@@ -179,12 +197,12 @@ def _read_assets(folder: Path, files: tuple[tuple[str, int, int], ...]) -> dict[
         imports: dict[str, None] = {}  # in order, each once
 
         def pin(match: re.Match[str]) -> str:
-            imported = match["name"]
+            imported = posixpath.normpath(posixpath.join(posixpath.dirname(name), match["name"]))
             if imported not in names:
                 return match[0]  # the browser's 404 names the missing module
             imports[imported] = None
             version = read(imported, (*importers, name)).version
-            return f'{match["keyword"]}{match["space"]}"./{imported}?v={version}"'
+            return f'{match["keyword"]}{match["space"]}"./{match["name"]}?v={version}"'
 
         if name.endswith(".js"):
             body = _MODULE_IMPORT.sub(pin, body.decode("utf-8")).encode("utf-8")

@@ -3,7 +3,8 @@
 It talks to a video2mp3 gateway over HTTP only, so it installs on its own
 (``pip install 'video2mp3[cli]'``) on any machine that can reach the server.
 With an ffmpeg (on PATH, or ``pip install 'video2mp3[cli-audio]'``) it uploads
-only a video's audio track (``soundtrack``).
+only a video's audio track (``soundtrack``). Large uploads go by tus (``tus``) and
+are remembered (``pending``), so running the command again resumes a cut one.
 """
 
 from __future__ import annotations

@@ -1,5 +1,8 @@
 """The gateway's HTTP API, as Python calls; the only module that talks to the server.
 
+Resumable uploads speak tus 1.0.0 (``create_upload``, ``upload_status``,
+``append_to_upload``: one request each; ``tus`` drives them).
+
 Every failure comes out as a ``ClientError`` with a one-line message:
 ``ApiError`` when the server answered with an error (its JSON ``error`` code,
 ``message`` and, for a refused option, ``field``), ``AuthenticationError`` for
@@ -9,26 +12,33 @@ connection breaks, ``InvalidServer`` for a URL that cannot be used.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import mimetypes
 import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
 from pathlib import PurePosixPath, PureWindowsPath
 from types import TracebackType
 from typing import Any, BinaryIO
-from urllib.parse import quote, unquote
+from urllib.parse import quote, unquote, urljoin, urlsplit
 
 import requests
+from urllib3.exceptions import ProtocolError
 
 from video2mp3 import __version__
-from video2mp3.multipart import MultipartUpload
+from video2mp3.multipart import FileBody, MultipartUpload
 
 CONNECT_TIMEOUT = 10.0
 READ_TIMEOUT = 120.0
 DOWNLOAD_CHUNK_SIZE = 256 * 1024
 _ERRNO_REASON = re.compile(r"\[Errno -?\d+\] ([^'\"\)]+)")
 _SAYS_WHEN = re.compile(r"\btry again (in|at)\b", re.IGNORECASE)
+TUS_VERSION = "1.0.0"
+_TUS = {"Tus-Resumable": TUS_VERSION}
+TUS_CHUNK_TYPE = "application/offset+octet-stream"
+JOB_ID_HEADER = "Video2mp3-Job-Id"
 
 
 class ClientError(Exception):
@@ -70,6 +80,17 @@ class Login:
 
     token: str
     expires_in: int
+
+
+@dataclass(frozen=True)
+class UploadStatus:
+    """Where a resumable upload stands on the server."""
+
+    url: str
+    offset: int  # bytes the server has
+    length: int
+    expires_at: float | None  # seconds since the epoch; the server drops it unfinished then
+    job_id: str | None  # once the last byte arrived and its job exists
 
 
 class Download:
@@ -185,6 +206,50 @@ class Client:
             expect=("job_id",),
         )
 
+    def create_upload(self, *, length: int, metadata: Mapping[str, str]) -> UploadStatus:
+        """Create a resumable upload of ``length`` bytes; ``metadata``: filename and options.
+
+        Raises:
+            ApiError: as ``upload`` (the options are checked here, before any byte is sent).
+            AuthenticationError, ConnectionFailed, InvalidServer: see the module.
+        """
+        encoded = ",".join(
+            f"{key} {base64.b64encode(value.encode()).decode('ascii')}"
+            for key, value in metadata.items()
+        )
+        headers = {**_TUS, "Upload-Length": str(length), "Upload-Metadata": encoded}
+        response = self._send("POST", "/files/", headers=headers)
+        location = response.headers.get("Location", "")
+        url = urljoin(f"{self.server}/", location)
+        # The bearer token goes wherever the upload lives: only to this server.
+        if not location or _origin(url) != _origin(self.server):
+            raise self._unexpected("/files/", response.status_code)
+        return self._upload_status(url, response, length)
+
+    def upload_status(self, url: str) -> UploadStatus:
+        """Ask how much of a resumable upload the server has.
+
+        Raises:
+            ApiError: 404 (or 410) once the upload is gone: expired, deleted, someone else's.
+            AuthenticationError, ConnectionFailed: see the module.
+        """
+        return self._upload_status(url, self._request("HEAD", url, headers=_TUS))
+
+    def append_to_upload(
+        self, url: str, body: FileBody, *, offset: int, length: int
+    ) -> UploadStatus:
+        """Send ``body`` as the bytes of a resumable upload of ``length`` from ``offset`` on.
+
+        Raises:
+            ApiError: 404/410 the upload is gone; 409 ``offset`` is not the server's;
+                423 another request is writing to it; 415 the bytes are no media.
+            AuthenticationError, ConnectionFailed: see the module.
+            multipart.FileChanged: the file shrank while it was being read.
+        """
+        headers = {**_TUS, "Upload-Offset": str(offset), "Content-Type": TUS_CHUNK_TYPE}
+        response = self._request("PATCH", url, data=body, headers=headers)
+        return self._upload_status(url, response, length)
+
     def job(self, job_id: str) -> dict[str, Any]:
         """Return one of the caller's jobs.
 
@@ -238,6 +303,10 @@ class Client:
         return body
 
     def _send(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        """Send a request for ``path`` on the server; return the response if it is a success."""
+        return self._request(method, f"{self.server}{path}", **kwargs)
+
+    def _request(self, method: str, url: str, **kwargs: Any) -> requests.Response:
         """Send a request and return the response if it is a success.
 
         Raises:
@@ -246,15 +315,31 @@ class Client:
         """
         with _translate_errors(self.server, READ_TIMEOUT):
             response = self._session.request(
-                method,
-                f"{self.server}{path}",
-                timeout=(CONNECT_TIMEOUT, READ_TIMEOUT),
-                **kwargs,
+                method, url, timeout=(CONNECT_TIMEOUT, READ_TIMEOUT), **kwargs
             )
         if response.ok:
             return response
         with response:
             raise _api_error(response)
+
+    def _upload_status(
+        self, url: str, response: requests.Response, length: int | None = None
+    ) -> UploadStatus:
+        """Read a tus answer's headers (Upload-Length is optional after a PATCH)."""
+        with response:
+            offset = response.headers.get("Upload-Offset", "")
+            length_header = response.headers.get("Upload-Length", "")
+            expires = response.headers.get("Upload-Expires")
+            job_id = response.headers.get(JOB_ID_HEADER) or None
+        if length_header.isdigit():
+            length = int(length_header)
+        if not offset.isdigit() or length is None:
+            raise self._unexpected(urlsplit(url).path, response.status_code)
+        try:
+            expires_at = parsedate_to_datetime(expires).timestamp() if expires else None
+        except (TypeError, ValueError):
+            expires_at = None
+        return UploadStatus(url, int(offset), length, expires_at, job_id)
 
     def _unexpected(self, path: str, status: int) -> ApiError:
         return ApiError(
@@ -264,6 +349,11 @@ class Client:
             "check the server URL.",
             {},
         )
+
+
+def _origin(url: str) -> tuple[str, str]:
+    parts = urlsplit(url)
+    return parts.scheme.lower(), parts.netloc.lower()
 
 
 def _api_error(response: requests.Response) -> ApiError:
@@ -307,12 +397,17 @@ def _translate_errors(server: str, read_timeout: float) -> Iterator[None]:
     except requests.exceptions.ChunkedEncodingError:
         raise ConnectionFailed(f"The connection to {server} broke during the transfer.") from None
     except requests.ConnectionError as exc:
+        cause = exc.args[0] if exc.args else None
+        if isinstance(cause, ProtocolError):  # connected, then the line went: not "unreachable"
+            raise ConnectionFailed(
+                f"The connection to {server} broke: {_reason(cause.args[-1])}"
+            ) from None
         raise ConnectionFailed(f"Cannot reach the server at {server}: {_reason(exc)}") from None
     except requests.RequestException as exc:
         raise ConnectionFailed(f"Talking to {server} failed: {_reason(exc)}") from None
 
 
-def _reason(exc: BaseException) -> str:
+def _reason(exc: object) -> str:
     """Return the operating system's short reason buried in a requests exception."""
     match = _ERRNO_REASON.search(str(exc))
     if match:

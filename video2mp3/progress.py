@@ -69,6 +69,7 @@ class Progress:
         self.stream = stream if stream is not None else sys.stderr
         self.tty = is_terminal(self.stream)
         self.done = 0
+        self._done_before = 0  # done by an earlier run (a resumed upload): not this one's speed
         self.detail = ""  # shown after a percent bar, e.g. a job's status
         self._started = time.monotonic()
         self._moved_at = self._started
@@ -83,6 +84,12 @@ class Progress:
         self.done = done
         if self.tty and time.monotonic() - self._drawn_at >= REDRAW_SECONDS:
             self._draw()
+
+    def resume_from(self, done: int) -> None:
+        """Start from ``done`` units that an earlier run completed; speed counts only the rest."""
+        self._done_before = done
+        self._started = self._moved_at = time.monotonic()
+        self.update(done)
 
     def note(self, text: str) -> None:
         """Write a line of text without garbling the bar."""
@@ -122,14 +129,17 @@ class Progress:
         return time.monotonic() - self._started
 
     def summary(self) -> str:
-        """Return what was done, e.g. "27.0 MiB in 3.1 s (8.7 MiB/s)"."""
+        """Return what was done, e.g. "27.0 MiB in 3.1 s (8.7 MiB/s)"; a resumed run says so."""
         if self.unit != "bytes":
             return f"{self.done}% in {human_duration(self.elapsed)}"
-        return f"{human_size(self.done)} in {human_duration(self.elapsed)} ({self._rate()})"
+        moved = self.done - self._done_before
+        resumed = f" (resumed at {human_size(self._done_before)})" if self._done_before else ""
+        return f"{human_size(moved)} in {human_duration(self.elapsed)} ({self._rate()}){resumed}"
 
     def _rate(self) -> str:
         # Up to the last progress, so waiting for the server's answer does not count.
-        return human_size(self.done / max(self._moved_at - self._started, 1e-3)) + "/s"
+        moved = self.done - self._done_before
+        return human_size(moved / max(self._moved_at - self._started, 1e-3)) + "/s"
 
     def render(self, width: int) -> str:
         """Return the bar's line for a terminal ``width`` columns wide."""

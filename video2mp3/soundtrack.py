@@ -5,10 +5,13 @@ the one the optional ``video2mp3[cli-audio]`` extra installs (imageio-ffmpeg).
 The track is copied, never re-encoded, into a container that holds its codec
 and that the gateway's sniff recognises (MP4/M4A, MP3, Ogg, FLAC, WAV,
 Matroska). A trim (``--start``/``--end``) is copied with a margin on both
-sides and the server still trims, sample-exact, at the shifted times: a
-stream copy cuts at packet boundaries, and a decoder started mid-stream
-garbles its first packet, so the margin keeps both away from the MP3. (PCM,
-whose packets can be long, is written again sample for sample and cut exactly.)
+sides and the server still trims, at the shifted times: a stream copy cuts
+at packet boundaries, and a decoder started mid-stream garbles its first
+packet, so the margin keeps both away from the MP3. For an M4A (AAC, as
+phones record) the times account for where the copy's first packet lies, and
+the MP3 is the one the whole video gives; other containers cut within a
+packet of it. (PCM, whose packets can be long, is written again sample for
+sample and cut exactly.)
 
 Nothing here may stop an upload: whatever goes wrong (no ffmpeg, not a video,
 no audio track, an unreadable file, a full disk, a slow run) means "send the
@@ -66,6 +69,7 @@ _STREAM = re.compile(
     re.MULTILINE,
 )
 _DURATION = re.compile(r"^\s*Duration: (\d+):(\d{2}):(\d{2}(?:\.\d+)?)", re.MULTILINE)
+_START = re.compile(r"^\s*Duration: .*?, start: (-?\d+(?:\.\d+)?)", re.MULTILINE)
 _TIME = re.compile(r"\s*(?:(?:(\d+):)?(\d{1,2}):)?(\d+(?:\.\d+)?)\s*")
 
 
@@ -76,6 +80,7 @@ class SourceInfo:
     has_video: bool
     audio_codec: str | None
     duration: float | None
+    start: float = 0.0  # the time of the file's first packet
 
 
 @dataclass(frozen=True)
@@ -125,7 +130,13 @@ def probe(ffmpeg: str, source: Path) -> SourceInfo | None:
     seconds = (
         int(duration[1]) * 3600 + int(duration[2]) * 60 + float(duration[3]) if duration else None
     )
-    return SourceInfo(has_video=has_video, audio_codec=audio, duration=seconds)
+    start = _START.search(report)
+    return SourceInfo(
+        has_video=has_video,
+        audio_codec=audio,
+        duration=seconds,
+        start=float(start[1]) if start else 0.0,
+    )
 
 
 def parse_time(text: str | None) -> float | None:
@@ -216,11 +227,19 @@ def _extract(source: Path, options: Mapping[str, str], directory: Path) -> Audio
     copied = target.stat().st_size
     if not 0 < copied < size:
         return None  # nothing gained: send the original as it is
+    # The server reads a trim from the copy's first packet. In an M4A (AAC, ALAC: what
+    # phones record) that packet is timed from the copy's seek point, and not at 0 when
+    # the packet across that point was dropped: its time is subtracted, and the cut falls
+    # on the sample it would in the whole video. (FLAC keeps the source's times and MP3,
+    # Ogg and Matroska copies their own ways: there the cut is within a packet, 20-60 ms.)
+    copied_trim = muxer == "mp4" and (start is not None or end is not None)
+    copy_info = probe(ffmpeg, target) if copied_trim else None
+    offset = copy_from + (copy_info.start if copy_info else 0.0)
     trimmed = dict(options)
     if start is not None:
-        trimmed["start"] = _seconds(start - copy_from)
+        trimmed["start"] = _seconds(start - offset)
     if end is not None:
-        trimmed["end"] = _seconds(end - copy_from)
+        trimmed["end"] = _seconds(end - offset)
     return AudioTrack(
         path=target,
         codec=info.audio_codec,
@@ -231,7 +250,8 @@ def _extract(source: Path, options: Mapping[str, str], directory: Path) -> Audio
 
 
 def _seconds(value: float) -> str:
-    return f"{max(value, 0.0):.3f}"
+    # To the microsecond, as the converter cuts: a millisecond is 44 samples off.
+    return f"{max(value, 0.0):.6f}".rstrip("0").rstrip(".")
 
 
 def _file_url(path: Path) -> str:

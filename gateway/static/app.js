@@ -9,7 +9,7 @@ import { refreshJobs, resetJobs } from "./jobs.js";
 import { logIn } from "./login.js";
 import { clearMessages } from "./messages.js";
 import { endSession, loadSession, onSessionEnd, onSessionStart, startSession } from "./session.js";
-import { cancelUpload, chooseFile, setUpUploadForm } from "./upload.js";
+import { chooseFile, setUpUploadForm, stopUpload } from "./upload.js";
 import { refreshUsage, resetUsage } from "./usage.js";
 
 onSessionStart(() => {
@@ -17,7 +17,7 @@ onSessionStart(() => {
   refreshUsage();
 });
 onSessionEnd(() => {
-  cancelUpload();
+  stopUpload();
   resetJobs();
   resetUsage();
   chooseFile(null);

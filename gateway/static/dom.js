@@ -21,6 +21,7 @@ export const el = {
   fileName: $("file-name"),
   encoding: $("opt-encoding"),
   title: $("opt-title"),
+  fullUpload: $("opt-full-upload"),
   uploadButton: $("upload-button"),
   uploadProgress: $("upload-progress"),
   uploadLabel: $("upload-label"),

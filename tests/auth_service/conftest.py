@@ -24,8 +24,8 @@ from auth_service import accounts, create_app, db
 from auth_service.config import Argon2Config, Config, MySQLConfig
 from auth_service.credentials import normalize_email
 from common.config import LoggingConfig
+from devstack.tcp_proxy import TcpProxy
 from tests.support import forge
-from tests.support.tcp_proxy import TcpProxy
 
 if TYPE_CHECKING:
     from tests.conftest import MySQLServer

@@ -14,7 +14,7 @@ from auth_service import db
 from auth_service.config import Config
 from common.errors import TransientError
 from devstack.servers import free_port
-from tests.support.tcp_proxy import TcpProxy
+from devstack.tcp_proxy import TcpProxy
 
 if TYPE_CHECKING:
     from tests.conftest import MySQLServer

@@ -11,9 +11,9 @@ from flask import Flask
 from auth_service import create_app
 from auth_service.config import Config
 from devstack.servers import free_port
+from devstack.tcp_proxy import TcpProxy
 from tests.auth_service.conftest import Account, LiveServer
 from tests.support.polling import wait_until
-from tests.support.tcp_proxy import TcpProxy
 
 
 def assert_unavailable(response: requests.Response, code: str) -> None:

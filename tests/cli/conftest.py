@@ -1,8 +1,8 @@
 """Run the real ``video2mp3`` command against the real running system.
 
 The stack fixtures (four services as processes) come from tests/conftest.py;
-every test gets an empty config directory, so no login leaks
-between tests or from the machine's user.
+every test gets an empty config directory and state directory, so no login and
+no unfinished upload leaks between tests or from the machine's user.
 """
 
 from __future__ import annotations
@@ -29,10 +29,12 @@ class Result:
 
 @pytest.fixture(autouse=True)
 def config_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Point the client at an empty config directory and away from any configured server."""
+    """Point the client at empty config and state directories, away from any configured server."""
     home = tmp_path / "config"
     monkeypatch.setenv("XDG_CONFIG_HOME", str(home))
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
     monkeypatch.delenv("VIDEO2MP3_URL", raising=False)
+    monkeypatch.delenv("VIDEO2MP3_TUS_THRESHOLD", raising=False)
     return home
 
 

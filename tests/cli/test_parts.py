@@ -21,7 +21,7 @@ from video2mp3.config import (
     resolve_server,
     save_credentials,
 )
-from video2mp3.multipart import FileChanged, MultipartUpload
+from video2mp3.multipart import FileBody, FileChanged, MultipartUpload
 from video2mp3.progress import Progress, human_size
 
 
@@ -94,6 +94,24 @@ def test_a_file_shorter_than_announced_is_an_error_not_a_hang():
         drain(body, 65536)
 
 
+def test_a_chunk_of_a_file_is_read_in_bounded_pieces_and_reports_the_whole_uploads_progress():
+    data = bytes(range(256)) * 100
+    file = RecordingFile(data)
+    file.seek(5000)
+    progress: list[int] = []
+    body = FileBody(file, 10_000, chunk_size=4096, start=5000, on_progress=progress.append)
+
+    read = b"".join(iter(lambda: body.read(10**9), b""))
+
+    assert read == data[5000:15_000]
+    assert len(body) == 10_000  # the Content-Length requests will send
+    assert max(file.reads) <= 4096
+    assert progress == [9096, 13192, 15000]
+    short = FileBody(io.BytesIO(data), 30_000)
+    with pytest.raises(FileChanged, match="ended after 25600 of 30000 bytes"):
+        b"".join(iter(short.read, b""))
+
+
 @pytest.mark.parametrize(
     ("header", "name"),
     [
@@ -140,6 +158,16 @@ def test_a_terminal_gets_a_redrawn_bar_and_anything_else_one_line():
     assert "\r" not in log.getvalue()
     assert log.getvalue().startswith("uploading clip.mp4: 2.0 KiB in ")
     assert log.getvalue().count("\n") == 1
+
+
+def test_a_resumed_upload_counts_only_this_runs_bytes():
+    log = io.StringIO()
+    bar = Progress("uploading big.mov", 4 * 2**20, stream=log)
+    bar.resume_from(3 * 2**20)
+    bar.update(4 * 2**20)
+    bar.finish(bar.summary())
+    assert log.getvalue().startswith("uploading big.mov: 1.0 MiB in ")
+    assert log.getvalue().endswith(" (resumed at 3.0 MiB)\n")
 
 
 def test_the_bar_fits_narrow_terminals():

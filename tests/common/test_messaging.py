@@ -26,9 +26,9 @@ from common.messaging import (
 from common.retry import RetryLadder
 from common.worker import run_worker
 from devstack.stack import purge_queues
+from devstack.tcp_proxy import TcpProxy
 from tests.support.polling import wait_until
 from tests.support.rabbit import body_of, get_message, put_raw, queue_depth, running
-from tests.support.tcp_proxy import TcpProxy
 
 
 @pytest.fixture

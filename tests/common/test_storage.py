@@ -16,8 +16,8 @@ import pytest
 from common.errors import TransientError
 from common.mongo import FileNotFound, parse_object_id
 from common.storage import CHUNK_SIZE, READ_BATCH_CHUNKS, UPLOAD_BATCH_CHUNKS, Storage
+from devstack.tcp_proxy import TcpProxy
 from tests.support.polling import wait_until
-from tests.support.tcp_proxy import TcpProxy
 
 
 class CountingReader(io.RawIOBase):

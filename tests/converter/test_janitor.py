@@ -14,6 +14,8 @@ from prometheus_client import REGISTRY
 from common.jobs import DONE, FAILED, QUEUED, JobStore, new_job_id
 from common.messaging import Publisher
 from common.mongo import utcnow
+from common.storage import RESUMABLE_UPLOADS
+from converter.config import ORPHANED_VIDEO_SECONDS
 from converter.janitor import Janitor
 from tests.support.rabbit import get_message
 
@@ -43,6 +45,7 @@ def janitor(storage, jobs, rabbitmq_config, queues):
         abandoned_after=timedelta(seconds=60),
         retention=timedelta(days=7),
         max_attempts=3,
+        orphaned_video_after=timedelta(seconds=ORPHANED_VIDEO_SECONDS),  # shipped: 3 days
     )
     publisher.close()
 
@@ -333,3 +336,82 @@ def test_run_forever_survives_a_store_outage_and_stops_on_request(janitor, monke
         thread.join(5)
     assert not thread.is_alive()
     assert len(calls) >= 3  # kept going after the failed round
+
+
+def video_begun(storage, *, days_ago: float, sealed: bool = False, seconds: int = 0):
+    """Store a video's first piece (and, if ``sealed``, its record) as begun ``days_ago``."""
+    begun = utcnow() - timedelta(days=days_ago, seconds=seconds)
+    video_fid = ObjectId.from_datetime(begun)
+    storage.videos.put_chunk(video_fid, 0, b"the first megabyte")
+    if sealed:
+        storage.videos.seal(video_fid, length=18, filename="clip.mp4", metadata={})
+    return video_fid
+
+
+def video_kept(storage, video_fid):
+    return storage.videos.chunks.count_documents({"files_id": video_fid}) > 0
+
+
+def videos_removed():
+    sample = REGISTRY.get_sample_value("video2mp3_orphaned_files_removed_total", {"kind": "video"})
+    return sample or 0.0
+
+
+def test_a_video_nothing_refers_to_is_deleted_once_no_upload_can_still_be_writing_it(
+    storage, jobs, janitor
+):
+    # Past the shipped 3 days (the slowest 2 GiB upload the gateway allows takes 68 h):
+    cut_off = video_begun(storage, days_ago=4)  # its gateway died mid-request
+    unrecorded = video_begun(storage, days_ago=4, sealed=True, seconds=1)  # died before the job
+    in_a_job = video_begun(storage, days_ago=40, sealed=True)
+    jobs.create(
+        job_id=new_job_id(),
+        owner="ann@example.com",
+        video_fid=in_a_job,
+        filename="clip.mp4",
+        size=18,
+        options={},
+    )
+    resumable = video_begun(storage, days_ago=5)  # a tus upload the client may still resume
+    storage.client[storage.config.videos_db][RESUMABLE_UPLOADS].insert_one({"_id": resumable})
+    # Younger than that: an upload may still be arriving, at the slowest pace allowed.
+    arriving = video_begun(storage, days_ago=2.5)
+    before = videos_removed()
+
+    report = janitor.run_once()
+
+    assert report.orphaned_videos == 2
+    assert videos_removed() - before == 2
+    for gone in (cut_off, unrecorded):
+        assert not video_kept(storage, gone)
+    assert storage.videos.files.count_documents({"_id": unrecorded}) == 0
+    for kept_video in (in_a_job, resumable, arriving):
+        assert video_kept(storage, kept_video)
+    assert janitor.run_once().orphaned_videos == 0
+
+
+def test_the_video_sweep_goes_on_past_a_batch_of_kept_videos(storage, jobs, rabbitmq_config):
+    publisher = Publisher(rabbitmq_config, name="test-janitor")
+    small = Janitor(
+        storage=storage,
+        jobs=jobs,
+        publisher=publisher,
+        video_queue="unused-video",
+        mp3_queue="unused-mp3",
+        stale_after=timedelta(seconds=60),
+        abandoned_after=timedelta(seconds=60),
+        retention=None,
+        max_attempts=3,
+        orphaned_video_after=timedelta(seconds=ORPHANED_VIDEO_SECONDS),
+        orphan_batch=2,
+    )
+    records = storage.client[storage.config.videos_db][RESUMABLE_UPLOADS]
+    for seconds in (0, 1):  # the oldest batch: kept, as resumable uploads
+        records.insert_one({"_id": video_begun(storage, days_ago=9, seconds=-seconds)})
+    orphan = video_begun(storage, days_ago=8)
+    try:
+        assert small.run_once().orphaned_videos == 0  # a batch of kept ones...
+        assert small.run_once().orphaned_videos == 1  # ...then the next batch, not the same
+        assert not video_kept(storage, orphan)
+    finally:
+        publisher.close()

@@ -33,6 +33,9 @@ from common.jobs import JobStore
 from common.mongo import utcnow
 from common.storage import Storage
 from devstack import servers
+from gateway.intake import Submission
+from gateway.resumable import COLLECTION as TUS_COLLECTION
+from gateway.resumable import ResumableUploads
 from notification.ledger import EMAIL, WEBHOOK, DeliveryLedger
 from tests.conftest import unavailable
 from tests.deploy.files import (
@@ -55,6 +58,7 @@ DEFINITIONS_FILE = MONGO_DEPLOY / "video2mp3-users.json"
 DEFINITIONS = json.loads(DEFINITIONS_FILE.read_text())
 STUB = ROOT / "tests" / "deploy" / "mongosh_stub.js"
 UNAUTHORIZED = 13
+MP4_HEAD = b"\x00\x00\x00\x20ftypisom\x00\x00\x02\x00isomiso2avc1mp41"
 SERVICES = ("gateway", "converter", "notification")
 
 
@@ -108,7 +112,7 @@ def init_calls(node: str, environ: dict[str, str], existing=NOTHING) -> list[lis
 def test_the_definitions_grant_only_the_pipelines_collections():
     config = MongoConfig()
     collections = {
-        config.videos_db: {"fs.files", "fs.chunks", "jobs"},
+        config.videos_db: {"fs.files", "fs.chunks", "jobs", TUS_COLLECTION},
         config.mp3s_db: {"fs.files", "fs.chunks"},
     }
     roles = {role["role"] for role in DEFINITIONS["roles"]}
@@ -277,6 +281,36 @@ def test_each_service_does_its_part_of_a_job(secured, as_service):
     abandoned = gateway.videos.open_upload("cut-off.mp4", {"owner": "ada@example.com"})
     abandoned.write(b"half")
     abandoned.abort()
+    # ...and a resumable (tus) upload piece by piece, sealed into a GridFS file when whole.
+    resumable = ResumableUploads(
+        gateway, gateway_jobs, expiry=timedelta(hours=24), lease=timedelta(minutes=3)
+    )
+    pieces = [MP4_HEAD, b"the rest of the video"]
+    submission = Submission(options={}, callback_url=None)
+    sent = resumable.create(
+        owner="ada@example.com",
+        job_id="job-tus",
+        length=len(b"".join(pieces)),
+        filename="clip.mp4",
+        submission=submission,
+    )
+    assert resumable.pending_bytes("ada@example.com") == len(b"".join(pieces))
+    for piece in pieces:
+        sent = resumable.append(
+            sent, offset=sent.offset, stream=io.BytesIO(piece), content_length=len(piece)
+        )
+    resumable.mark_accepted(resumable.find(sent.upload_id, "ada@example.com"))
+    assembled = io.BytesIO()
+    converter.videos.download_to(sent.video_fid, assembled)  # as the converter reads it
+    assert assembled.getvalue() == b"".join(pieces)
+    dropped = resumable.create(
+        owner="ada@example.com", job_id="job-x", length=100, filename="x.mp4", submission=submission
+    )
+    resumable.terminate(
+        resumable.append(dropped, offset=0, stream=io.BytesIO(MP4_HEAD), content_length=None)
+    )
+    assert resumable.sweep() == 0
+    gateway.videos.delete(sent.video_fid)
     job = gateway_jobs.create(
         job_id="job-1",
         owner="ada@example.com",
@@ -319,6 +353,9 @@ def test_each_service_does_its_part_of_a_job(secured, as_service):
     assert converter.mp3s.stored_before(utcnow())[0]["_id"] == mp3_fid
     assert converter_jobs.unfinished_among(["job-1"]) == set()
     assert converter_jobs.referenced_mp3s([mp3_fid]) == {mp3_fid}
+    assert video_fid in converter.videos.begun_before(utcnow() + timedelta(seconds=2))
+    assert converter_jobs.referenced_videos([video_fid]) == {video_fid}
+    assert converter.resumable_among([video_fid, ObjectId()]) == set()
     assert not converter_jobs.fail("job-1", error="too late")
     # Deleting a job deletes its files: the gateway on request, the janitor past retention.
     gateway.delete_files_of(job | {"mp3_fid": mp3_fid})

@@ -12,7 +12,7 @@ import pytest
 
 from devstack import servers
 from devstack.mailsink import MailSink
-from tests.support.tcp_proxy import TcpProxy
+from devstack.tcp_proxy import TcpProxy
 
 
 def test_mongod_speaks_mongodb_and_gridfs(mongo_uri):

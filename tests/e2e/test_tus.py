@@ -13,12 +13,12 @@ from openapi_core import OpenAPI
 from tusclient import client as tus_client
 from tusclient.exceptions import TusCommunicationError, TusUploadFailed
 
+from devstack.tcp_proxy import TcpProxy
 from tests.e2e.test_openapi import conforms, load
 from tests.e2e.test_pipeline import download_mp3, fid_in, wait_for_mail
 from tests.support.media import make_video, probe_duration
 from tests.support.polling import wait_until
 from tests.support.system import MAX_UPLOAD_BYTES
-from tests.support.tcp_proxy import TcpProxy
 
 TUS = {"Tus-Resumable": "1.0.0"}
 CHUNK = 256 * 1024
@@ -39,10 +39,8 @@ def song(tmp_path_factory):
 
 @pytest.fixture
 def gateway_proxy(system):
-    port = int(system.gateway.rsplit(":", 1)[1])
-    proxy = TcpProxy("127.0.0.1", port)
-    yield proxy
-    proxy.close()
+    with TcpProxy.in_front_of(system.gateway) as proxy:
+        yield proxy
 
 
 def stored_video(system, upload_url: str) -> bytes:

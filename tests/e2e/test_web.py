@@ -1,13 +1,13 @@
 """The web page at ``/``, driven in Debian's Chromium by Playwright against the real stack.
 
-The browser is the machine's own (``/usr/bin/chromium``), never one Playwright
-downloads. A missing browser or Playwright skips these tests locally and fails
-them under ``CI=true``.
+The browser is the machine's own (``/usr/bin/chromium``, launched in tests/e2e/conftest.py),
+never one Playwright downloads. A missing browser or Playwright skips these tests locally
+and fails them under ``CI=true``.
 """
 
 from __future__ import annotations
 
-import os
+import contextlib
 import re
 import shutil
 from collections.abc import Iterator
@@ -16,26 +16,15 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.conftest import unavailable
 from tests.support.media import audio_stream, make_video, probe_duration
 from tests.support.quotas import account, active_jobs_filled
+from video2mp3 import soundtrack
 
 try:
-    from playwright.sync_api import Browser, Page, expect, sync_playwright
-except ImportError:  # pragma: no cover - reported by the browser fixture
-    sync_playwright = None
+    from playwright.sync_api import Browser, CDPSession, Page, expect
+except ImportError:  # pragma: no cover - the browser fixture (tests/e2e/conftest.py) says so
+    Browser = CDPSession = Page = expect = None
 
-CHROMIUM = Path(os.environ.get("CHROMIUM", "/usr/bin/chromium"))
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 CONVERSION_TIMEOUT_MS = 60_000
 # What an upload should take under the emulated uplink, so its progress can be watched.
@@ -47,26 +36,18 @@ STORAGE = re.compile(rf"Storage {_SIZE} of {_SIZE}")
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="session")
-def browser() -> Iterator[Browser]:
-    """Launch Debian's Chromium, headless, once for the session."""
-    if sync_playwright is None:
-        unavailable("the playwright package is not installed (pip install -e '.[dev]')")
-    if not CHROMIUM.exists():
-        unavailable(f"{CHROMIUM} is missing: apt-get install chromium")
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(
-            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True
-        )
-        yield launched
-        launched.close()
+@contextlib.contextmanager
+def new_tab(browser: Browser, base_url: str, **context_options) -> Iterator[Page]:
+    """Open a tab in a browser profile of its own; fail on script errors and CSP violations.
 
-
-@pytest.fixture
-def page(browser, system) -> Iterator[Page]:
-    """Open a fresh browser profile on the gateway; fail on script errors and CSP violations."""
+    ``context_options`` go to ``Browser.new_context``: a ``storage_state`` gives the
+    profile another one's cookies and localStorage, as a browser restarted keeps them.
+    """
     context = browser.new_context(
-        base_url=system.gateway, viewport={"width": 1100, "height": 900}, accept_downloads=True
+        base_url=base_url,
+        viewport={"width": 1100, "height": 900},
+        accept_downloads=True,
+        **context_options,
     )
     context.set_default_timeout(15_000)
     tab = context.new_page()
@@ -80,9 +61,18 @@ def page(browser, system) -> Iterator[Page]:
             else None
         ),
     )
-    yield tab
-    context.close()
+    try:
+        yield tab
+    finally:
+        context.close()
     assert not problems, "\n".join(problems)
+
+
+@pytest.fixture
+def page(browser, system) -> Iterator[Page]:
+    """Open a fresh browser profile on the gateway."""
+    with new_tab(browser, system.gateway) as tab:
+        yield tab
 
 
 def log_in(page: Page, email: str, password: str) -> None:
@@ -125,10 +115,17 @@ def save_screenshot(page: Page, tmp_path: Path) -> Path:
     return shot
 
 
-def throttle_uplink(page: Page, bytes_per_second: float) -> None:
-    """Make the browser's uploads as slow as a modest uplink, through the DevTools protocol."""
-    cdp = page.context.new_cdp_session(page)
-    cdp.send("Network.enable")
+def throttle_uplink(
+    page: Page, bytes_per_second: float, cdp: CDPSession | None = None
+) -> CDPSession:
+    """Make the browser's uploads as slow as a modest uplink, through the DevTools protocol.
+
+    Return the DevTools session that holds the setting; given it back with -1 bytes a
+    second, lift the limit.
+    """
+    if cdp is None:
+        cdp = page.context.new_cdp_session(page)
+        cdp.send("Network.enable")
     cdp.send(
         "Network.emulateNetworkConditions",
         {
@@ -138,6 +135,7 @@ def throttle_uplink(page: Page, bytes_per_second: float) -> None:
             "uploadThroughput": bytes_per_second,
         },
     )
+    return cdp
 
 
 def test_a_new_user_converts_a_video_in_the_browser(system, user, page, tmp_path):
@@ -160,9 +158,11 @@ def test_a_new_user_converts_a_video_in_the_browser(system, user, page, tmp_path
     page.locator("#file-input").set_input_files(source)
     expect(page.locator("#file-name")).to_contain_text("holiday clip.mp4")
 
-    throttle_uplink(page, source.stat().st_size / UPLOAD_SECONDS)
+    # The page sends the video's sound alone, as the CLI's copy of it is (the same packets).
+    with soundtrack.extracted(source, {}) as track:
+        throttle_uplink(page, track.size / UPLOAD_SECONDS)
     page.get_by_role("button", name="Upload and convert").click()
-    # The bar moves with the bytes sent (XMLHttpRequest's upload progress), not in one jump.
+    # The bar moves with the bytes sent (the tus PATCH's upload progress), not in one jump.
     page.wait_for_function(
         "() => { const bar = document.getElementById('upload-bar');"
         " return bar.checkVisibility() && bar.value > 0 && bar.value < 100; }",
@@ -171,6 +171,7 @@ def test_a_new_user_converts_a_video_in_the_browser(system, user, page, tmp_path
     expect(page.locator("#upload-detail")).to_contain_text("of")
     expect(page.locator("#upload-label")).to_have_text("Uploaded holiday clip.mp4")
     expect(page.locator("#upload-bar")).to_have_js_property("value", 100)
+    expect(page.locator("#notice")).to_contain_text("Uploaded holiday clip.mp4 (only its sound:")
 
     row = job_row(page, "holiday clip.mp4")
     expect(row).to_have_attribute("data-status", "done", timeout=CONVERSION_TIMEOUT_MS)
@@ -180,7 +181,9 @@ def test_a_new_user_converts_a_video_in_the_browser(system, user, page, tmp_path
     # The finished job changed the list, so the usage line was fetched again: the video
     # and its MP3 are stored, and nothing runs any more.
     after = account(system, user)["usage"]
-    assert after["stored_bytes"] > source.stat().st_size
+    [job] = api_jobs(system, user)
+    assert job["size"] < source.stat().st_size / 2
+    assert after["stored_bytes"] > job["size"]
     assert after["active_jobs"] == 0
     expect(usage).not_to_contain_text("Storage 0 bytes")
     expect(usage).to_contain_text(f"0 of {quotas['active_jobs']} jobs running")

@@ -6,6 +6,7 @@ import hashlib
 import io
 import os
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 
 import gridfs
@@ -55,6 +56,10 @@ def uploads(storage, mongo_config, clock) -> ResumableUploads:
         lease=timedelta(minutes=3),
         clock=clock,
     )
+
+
+def sweepers() -> set[threading.Thread]:
+    return {t for t in threading.enumerate() if t.name == "tus-sweeper" and t.is_alive()}
 
 
 def video_bytes(size: int) -> bytes:
@@ -270,3 +275,26 @@ def test_a_checksummed_body_cut_short_keeps_nothing_of_it(uploads):
             checksum=checksum,
         )
     assert uploads.find(upload.upload_id, OWNER).offset == 1000
+
+
+def test_a_gateway_process_sweeps_on_its_own_with_no_upload_coming(
+    uploads, storage, clock, monkeypatch
+):
+    # The shipped sweep runs every SWEEP_INTERVAL_S (60 s); scaled down to keep this short.
+    monkeypatch.setattr("gateway.resumable.SWEEP_INTERVAL_S", 0.05)
+    video = video_bytes(2 * CHUNK_SIZE)
+    stale = send(uploads, new_upload(uploads, len(video)), video[: CHUNK_SIZE + 10])
+    clock.now += timedelta(hours=25)
+    before = sweepers()
+    try:
+        uploads.keep_sweeping()
+        uploads.keep_sweeping()  # a second request in the same process starts no second thread
+        records = storage.client[storage.config.videos_db][COLLECTION]
+        deadline = time.monotonic() + 10
+        while records.count_documents({"_id": stale.video_fid}) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert records.count_documents({"_id": stale.video_fid}) == 0
+        assert storage.videos.chunks.count_documents({"files_id": stale.video_fid}) == 0
+        assert len(sweepers() - before) == 1
+    finally:
+        uploads.close()

@@ -119,3 +119,39 @@ def test_modules_that_import_each_other_in_a_cycle_are_named(static_dir):
     )
     with pytest.raises(RuntimeError, match=r"chicken\.js -> egg\.js -> chicken\.js"):
         web._assets()
+
+
+def test_vendored_scripts_are_served_by_version_as_published(client):
+    html = client.get("/").text
+    urls = re.findall(r'src="(/assets/vendor/[\w./@-]+\?v=[0-9a-f]{16})"', html)
+    assert urls, "the page names no vendored script"
+    for url in urls:
+        response = client.get(url)
+        path = web.STATIC_DIR / url.removeprefix("/assets/").split("?")[0]
+        assert response.status_code == 200
+        assert response.headers["Cache-Control"] == IMMUTABLE
+        assert response.data == path.read_bytes()
+    assert client.get("/assets/vendor/packages.json").status_code == 404
+    assert client.get("/assets/vendor/tus-js-client/LICENSE").status_code == 404
+
+
+def test_a_module_may_import_a_vendored_module_by_version(client, static_dir):
+    vendored = static_dir / "vendor" / "lib"
+    vendored.mkdir(parents=True)
+    (vendored / "lib.js").write_text('import { b } from "./part.js";\nexport const a = b;\n')
+    (vendored / "part.js").write_text("export const b = 1;\n")
+    (static_dir / "uses-lib.js").write_text(
+        'import { a } from "./vendor/lib/lib.js";\nexport const c = a;\n'
+    )
+    with (static_dir / "app.js").open("a", encoding="utf-8") as module:
+        module.write('import "./uses-lib.js";\n')
+
+    html = client.get("/").text
+    preloaded = re.findall(r'<link rel="modulepreload" href="([^"]+)">', html)
+    lib_url = next(url for url in preloaded if url.startswith("/assets/vendor/lib/lib.js?v="))
+    assert any(url.startswith("/assets/vendor/lib/part.js?v=") for url in preloaded)
+    user = client.get(
+        next(url for url in preloaded if url.startswith("/assets/uses-lib.js?v="))
+    ).text
+    assert f'from "./vendor/lib/lib.js?v={lib_url.split("?v=")[1]}"' in user
+    assert '"./part.js?v=' in client.get(lib_url).text

@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from devstack.stack import Stack, StackError
 from devstack.system import Dependencies, auth_cli, free_ports, isolated_stack, system_env
-from tests.support.tcp_proxy import TcpProxy
+from devstack.tcp_proxy import TcpProxy
 
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024
 ADMIN = ("admin@e2e.test", "admin-password-123")

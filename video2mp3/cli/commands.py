@@ -33,7 +33,7 @@ from video2mp3.cli.output import (
     usage_lines,
 )
 from video2mp3.cli.parser import OPTION_FIELDS, PROG
-from video2mp3.cli.transfers import save_download, upload, wait_for_job
+from video2mp3.cli.transfers import Resumable, save_download, upload, wait_for_job
 from video2mp3.client import ApiError, AuthenticationError, Client
 from video2mp3.config import (
     ConfigError,
@@ -42,7 +42,10 @@ from video2mp3.config import (
     load_credentials,
     resolve_server,
     save_credentials,
+    state_dir,
+    tus_threshold,
 )
+from video2mp3.pending import UPLOADS_DIR, PendingUploads
 from video2mp3.progress import human_duration
 
 _JOB_ID = re.compile(r"[0-9a-f]{32}")
@@ -119,6 +122,16 @@ def _client(args: argparse.Namespace) -> Client:
     Raises:
         CommandError: not logged in to that server, or the login expired (exit 3).
     """
+    stored = _credentials(args)
+    return Client(stored.server, stored.token)
+
+
+def _credentials(args: argparse.Namespace) -> Credentials:
+    """Return the stored login, if it is for the chosen server and still good.
+
+    Raises:
+        CommandError: not logged in to that server, or the login expired (exit 3).
+    """
     stored = load_credentials()
     server = resolve_server(args.server, stored)
     if stored is None:
@@ -136,7 +149,7 @@ def _client(args: argparse.Namespace) -> Client:
             f"run '{PROG} login' again",
             EXIT_AUTH,
         )
-    return Client(server, stored.token)
+    return stored
 
 
 # --- convert ------------------------------------------------------------------
@@ -154,13 +167,23 @@ def run_convert(args: argparse.Namespace) -> int:
         for field in OPTION_FIELDS
         if getattr(args, field) is not None
     }
+    stored = _credentials(args)
+    resumable = Resumable(
+        PendingUploads(state_dir() / UPLOADS_DIR), user=stored.email, threshold=tus_threshold()
+    )
     failures = 0
     accepted: list[tuple[Path, str]] = []
-    with _client(args) as client:
+    with Client(stored.server, stored.token) as client:
         try:
             for path in files:
                 try:
-                    job = upload(client, path, options, audio_only=not args.full_upload)
+                    job = upload(
+                        client,
+                        path,
+                        options,
+                        audio_only=not args.full_upload,
+                        resumable=resumable,
+                    )
                 except ApiError as exc:
                     if isinstance(exc, AuthenticationError) or exc.code == "invalid_option":
                         raise  # the same for every file

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from video2mp3 import __version__
+from video2mp3.config import DEFAULT_TUS_THRESHOLD, TUS_THRESHOLD_ENV
 
 PROG = "video2mp3"
 STATUSES = ("queued", "processing", "done", "failed")
@@ -59,6 +60,10 @@ def build_parser() -> argparse.ArgumentParser:
     command("logout", "Forget the stored token.")
 
     convert = command("convert", "Upload videos to convert them to MP3.")
+    convert.epilog = (
+        f"Uploads of {DEFAULT_TUS_THRESHOLD // 1024**2} MiB or more (${TUS_THRESHOLD_ENV} "
+        "bytes) are resumable: if one is cut off, run the same command again to resume it."
+    )
     convert.add_argument("files", nargs="+", metavar="FILE", type=Path, help="video or audio file")
     quality = convert.add_mutually_exclusive_group()
     quality.add_argument(

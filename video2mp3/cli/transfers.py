@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import contextlib
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from video2mp3 import soundtrack
+from video2mp3 import soundtrack, tus
 from video2mp3.cli.errors import CommandError
 from video2mp3.cli.output import note
 from video2mp3.client import Client, ConnectionFailed
+from video2mp3.pending import PendingUpload, PendingUploads, StateError, fingerprint
 from video2mp3.progress import Progress, human_duration, human_size
 
 FINISHED = ("done", "failed")
@@ -18,28 +20,106 @@ POLL_FIRST_SECONDS = 0.2
 POLL_MAX_SECONDS = 2.0
 
 
+@dataclass(frozen=True)
+class Resumable:
+    """How uploads of ``threshold`` bytes or more go: by tus, remembered in ``uploads``."""
+
+    uploads: PendingUploads
+    user: str  # whose uploads: part of every upload's fingerprint
+    threshold: int
+
+
 def upload(
-    client: Client, path: Path, options: dict[str, str], *, audio_only: bool = True
+    client: Client,
+    path: Path,
+    options: dict[str, str],
+    *,
+    audio_only: bool = True,
+    resumable: Resumable,
 ) -> dict[str, Any]:
     """Stream one file to the server with a progress bar; return the accepted job.
 
     With ``audio_only``, a video's audio track is sent in its place when ffmpeg
     can copy it out (``soundtrack``), under the video's name, so the MP3 and the
-    email are named after it; otherwise, silently, the whole file.
+    email are named after it; otherwise, silently, the whole file. What is sent
+    goes resumably (``tus``) from ``resumable.threshold`` bytes on, and an upload
+    of the same file with the same options that an earlier run left unfinished
+    is resumed, the track it was copying included.
     """
+    key = fingerprint(
+        server=client.server,
+        user=resumable.user,
+        source=path,
+        options=options,
+        audio_only=audio_only,
+    )
+    pending = resumable.uploads.find(key)
+    if pending is not None:
+        return _send_resumable(client, resumable.uploads, pending, path.name)
     if not audio_only:
-        return _send(client, path, path.name, options)
+        return _send(client, resumable, key, path, path.name, options)
     with soundtrack.extracted(path, options) as track:
         if track is None:
-            return _send(client, path, path.name, options)
+            return _send(client, resumable, key, path, path.name, options)
         note(
             f"{path.name}: sending the audio only ({track.codec}): "
             f"{human_size(track.size)} of {human_size(path.stat().st_size)}"
         )
-        return _send(client, track.path, path.name, track.options, content_type=track.content_type)
+        # Kept when sent resumably: a rerun must send these very bytes (see pending).
+        return _send(
+            client,
+            resumable,
+            key,
+            track.path,
+            path.name,
+            track.options,
+            content_type=track.content_type,
+            keep=True,
+        )
 
 
 def _send(
+    client: Client,
+    resumable: Resumable,
+    key: str,
+    path: Path,
+    filename: str,
+    options: dict[str, str],
+    *,
+    content_type: str | None = None,
+    keep: bool = False,
+) -> dict[str, Any]:
+    """Send one file under a name: resumably from the threshold on, else in one request."""
+    size = path.stat().st_size
+    if size >= resumable.threshold:
+        metadata = {tus.FILENAME_KEY: filename, **options}
+        try:
+            pending = resumable.uploads.start(key, path, size=size, metadata=metadata, keep=keep)
+        except StateError as exc:
+            note(f"{filename}: {exc}; sending it in one request, which cannot be resumed")
+        else:
+            return _send_resumable(client, resumable.uploads, pending, filename)
+    return _post(client, path, filename, options, content_type=content_type)
+
+
+def _send_resumable(
+    client: Client, uploads: PendingUploads, pending: PendingUpload, filename: str
+) -> dict[str, Any]:
+    bar = Progress(f"uploading {filename}", pending.size)
+    try:
+        job = tus.send(client, uploads, pending, bar)
+    except KeyboardInterrupt:
+        bar.abort()
+        note(f"{filename}: run the same command again to resume the upload")
+        raise
+    except BaseException:
+        bar.abort()
+        raise
+    bar.finish(bar.summary())
+    return job
+
+
+def _post(
     client: Client,
     path: Path,
     filename: str,

@@ -1,8 +1,9 @@
-"""A TCP proxy that tests put between a service and a real server to cut the line.
+"""A TCP proxy that tests and benchmarks put between a client and a real server to cut the line.
 
 The server stays up for every other test; only connections through this proxy
 see the outage: ``drop()`` severs the open ones (as a crashed peer or network
-would), ``refuse()`` makes new ones fail until ``accept()``.
+would), ``refuse()`` makes new ones fail until ``accept()``. ``limit_rate()`` makes
+the line a slow one (a home uplink, a phone network), shared by all its connections.
 """
 
 from __future__ import annotations
@@ -11,6 +12,38 @@ import contextlib
 import selectors
 import socket
 import threading
+import time
+import urllib.parse
+
+READ_SIZE = 65536
+
+
+class TokenBucket:
+    """Let bytes through at ``rate`` bytes a second on average, in bursts of up to ``burst``.
+
+    Shared by threads: each ``take`` books its bytes at once (the balance may go below
+    zero) and then sleeps until the line has carried them, so takers queue in turn.
+    """
+
+    def __init__(self, rate: float, burst: int) -> None:
+        if rate <= 0:
+            raise ValueError(f"rate must be positive, got {rate}")
+        self.rate = rate
+        self.burst = burst
+        self._balance = float(burst)
+        self._stamp = time.monotonic()
+        self._lock = threading.Lock()
+
+    def take(self, nbytes: int) -> None:
+        """Wait until ``nbytes`` more may pass."""
+        with self._lock:
+            now = time.monotonic()
+            self._balance = min(self.burst, self._balance + (now - self._stamp) * self.rate)
+            self._stamp = now
+            self._balance -= nbytes
+            wait = -self._balance / self.rate
+        if wait > 0:
+            time.sleep(wait)
 
 
 class TcpProxy:
@@ -27,6 +60,8 @@ class TcpProxy:
         self._closed = threading.Event()
         self.bytes_up = 0  # bytes clients sent through the proxy
         self._cut_at: int | None = None
+        self._refuse_at_cut = False
+        self._limits: dict[str, TokenBucket | None] = {"up": None, "down": None}
         self._thread = threading.Thread(target=self._accept_loop, daemon=True)
         self._thread.start()
 
@@ -49,10 +84,27 @@ class TcpProxy:
                     sock.shutdown(socket.SHUT_RDWR)
                 sock.close()
 
-    def cut_after(self, nbytes: int) -> None:
-        """Pass ``nbytes`` more client bytes upstream, then sever every connection."""
+    def cut_after(self, nbytes: int, *, refuse: bool = False) -> None:
+        """Pass ``nbytes`` more client bytes upstream, then sever every connection.
+
+        With ``refuse``, new connections are refused from that moment on (until
+        ``accept()``), like a network that went away rather than one that hiccuped: a
+        client that reconnects at once sends nothing more.
+        """
         with self._lock:
             self._cut_at = self.bytes_up + nbytes
+            self._refuse_at_cut = refuse
+
+    def limit_rate(self, up: float | None, down: float | None = None) -> None:
+        """Carry at most ``up`` bytes a second client->server and ``down`` back (None: no limit).
+
+        One limit per direction for all connections together, as on one network link;
+        bursts are a tenth of a second's worth (at least one 64 KiB read).
+        """
+        self._limits = {
+            name: None if rate is None else TokenBucket(rate, max(READ_SIZE, int(rate / 10)))
+            for name, rate in (("up", up), ("down", down))
+        }
 
     def refuse(self) -> None:
         """Sever open connections and close new ones at once, like a server that is down."""
@@ -69,6 +121,11 @@ class TcpProxy:
         held, self._holding = self._holding or [], None
         for sock in held:
             sock.close()
+
+    @property
+    def refusing(self) -> bool:
+        """Tell whether new connections are being refused (after ``refuse()`` or such a cut)."""
+        return self._refusing
 
     @property
     def held(self) -> int:
@@ -90,9 +147,23 @@ class TcpProxy:
                 return True
             self.bytes_up += max(allowed, 0)
             self._cut_at = None
+            if self._refuse_at_cut:
+                self._refusing = True
         if allowed > 0:
             upstream.sendall(data[:allowed])
         return False
+
+    @classmethod
+    def in_front_of(cls, url: str) -> TcpProxy:
+        """Return a proxy to the server at ``url`` (``http://host:port``, as services give it)."""
+        address = urllib.parse.urlsplit(url)
+        return cls(address.hostname or "127.0.0.1", address.port or 80)
+
+    def __enter__(self) -> TcpProxy:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
 
     def close(self) -> None:
         """Stop the proxy and sever everything."""
@@ -132,9 +203,12 @@ class TcpProxy:
                 selector.register(sock, selectors.EVENT_READ)
             while True:
                 for key, _ in selector.select(timeout=1.0):
-                    data = key.fileobj.recv(65536)
+                    data = key.fileobj.recv(READ_SIZE)
                     if not data:
                         return
+                    limit = self._limits["up" if key.fileobj is client else "down"]
+                    if limit is not None:
+                        limit.take(len(data))
                     if key.fileobj is client and not self._count_up(data, peer[client]):
                         self.drop()
                         return
