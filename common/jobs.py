@@ -63,12 +63,22 @@ def public_view(job: Mapping[str, Any]) -> dict[str, Any]:
         "size": job.get("size"),
         "video_fid": str(job["video_fid"]) if job.get("video_fid") else None,
         "mp3_fid": str(job["mp3_fid"]) if job.get("mp3_fid") else None,
-        "options": job.get("options", {}),
+        "options": _as_asked(job.get("options", {}), job.get("clip_start")),
         "callback_url": job.get("callback_url"),
         "created_at": iso(job.get("created_at")),
         "started_at": iso(job.get("started_at")),
         "finished_at": iso(job.get("finished_at")),
     }
+
+
+def _as_asked(options: Mapping[str, Any], clip_start: float | None) -> dict[str, Any]:
+    """Return options with the trim in the original video's times, as its owner gave it."""
+    shown = dict(options)
+    if clip_start:
+        for name in ("start", "end"):
+            if shown.get(name) is not None:
+                shown[name] = round(shown[name] + clip_start, 6)
+    return shown
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,8 +134,13 @@ class JobStore:
         size: int,
         options: Mapping[str, Any],
         callback_url: str | None = None,
+        clip_start: float | None = None,
     ) -> dict[str, Any]:
-        """Insert a queued job and return it."""
+        """Insert a queued job and return it.
+
+        ``clip_start``: the upload is a client's copy of the original's sound from that
+        many seconds on, and the trim in ``options`` is in the copy's times.
+        """
         now = utcnow()
         job = {
             "_id": job_id,
@@ -140,6 +155,7 @@ class JobStore:
             "mp3_fid": None,
             "options": dict(options),
             "callback_url": callback_url,
+            "clip_start": clip_start,
             "created_at": now,
             "updated_at": now,
             "enqueued_at": None,

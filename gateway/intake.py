@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -37,6 +38,10 @@ from gateway import quotas
 log = logging.getLogger(__name__)
 
 CALLBACK_FIELD = "callback_url"
+# Set by a client that sends a copy of a video's sound from this many seconds into it: the
+# trim it sends is in the copy's times, and the job shows it in the video's (common.jobs).
+CLIP_START_FIELD = "clip_start"
+MAX_CLIP_START_S = 7 * 24 * 3600.0
 # How long an upload that met a store outage waits for the store to settle what it did:
 # remove the pieces of a refused upload, or record an accepted one.
 SETTLE_TIMEOUT_S = 15.0
@@ -48,6 +53,7 @@ class Submission:
 
     options: dict[str, Any]
     callback_url: str | None
+    clip_start: float | None = None
 
 
 def read_submission(fields: Mapping[str, str], egress: EgressConfig) -> Submission:
@@ -56,11 +62,13 @@ def read_submission(fields: Mapping[str, str], egress: EgressConfig) -> Submissi
     Raises:
         ApiError: 400 ``invalid_option`` naming the field, or ``invalid_callback_url``.
     """
-    options = {name: value for name, value in fields.items() if name != CALLBACK_FIELD}
+    not_options = (CALLBACK_FIELD, CLIP_START_FIELD)
+    options = {name: value for name, value in fields.items() if name not in not_options}
     try:
         parsed = Options.from_dict(options)
     except InvalidOption as exc:
         raise ApiError(400, "invalid_option", str(exc), extra={"field": exc.field}) from None
+    clip_start = _clip_start(fields.get(CLIP_START_FIELD))
     callback_url = fields.get(CALLBACK_FIELD) or None
     if callback_url:
         # Whether the host resolves, and to what, is checked when the callback is made:
@@ -71,7 +79,29 @@ def read_submission(fields: Mapping[str, str], egress: EgressConfig) -> Submissi
             raise ApiError(
                 400, "invalid_callback_url", f"callback_url: {exc}", extra={"field": CALLBACK_FIELD}
             ) from None
-    return Submission(options=parsed.to_dict(), callback_url=callback_url)
+    return Submission(options=parsed.to_dict(), callback_url=callback_url, clip_start=clip_start)
+
+
+def _clip_start(text: str | None) -> float | None:
+    """Read ``clip_start``: seconds, at least 0, finite.
+
+    Raises:
+        ApiError: 400 ``invalid_option`` naming the field.
+    """
+    if text is None or not str(text).strip():
+        return None
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not 0.0 <= seconds <= MAX_CLIP_START_S:
+        raise ApiError(
+            400,
+            "invalid_option",
+            f"clip_start: must be seconds from 0 to {MAX_CLIP_START_S:g}, got {text!r}",
+            extra={"field": CLIP_START_FIELD},
+        )
+    return seconds or None
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +182,7 @@ class Intake:
                 size=video.size,
                 options=submission.options,
                 callback_url=submission.callback_url,
+                clip_start=submission.clip_start,
             )
             message = video_message(job)
             self._publisher.publish(self._video_queue, message.body, message_id=message.message_id)

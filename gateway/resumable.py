@@ -95,7 +95,9 @@ class PendingUpload:
             offset=record["offset"],
             filename=record["filename"],
             submission=Submission(
-                options=submission["options"], callback_url=submission.get("callback_url")
+                options=submission["options"],
+                callback_url=submission.get("callback_url"),
+                clip_start=submission.get("clip_start"),
             ),
             expires_at=record["expires_at"],
             container=record.get("container"),
@@ -178,6 +180,7 @@ class ResumableUploads:
             "submission": {
                 "options": submission.options,
                 "callback_url": submission.callback_url,
+                "clip_start": submission.clip_start,
             },
             "created_at": now,
             "expires_at": now + self.expiry,

@@ -17,7 +17,7 @@ from common.http.errors import ApiError
 from common.jobs import DONE, STATUSES, mp3_filename, new_job_id, public_view
 from common.logs import log_context
 from common.mongo import FileNotFound, utcnow
-from gateway import admin, metrics, quotas
+from gateway import admin, archive, metrics, quotas
 from gateway.identity import current_user
 from gateway.intake import StoredVideo, read_submission
 from gateway.services import services
@@ -179,6 +179,25 @@ def download() -> Response:
     return response.make_conditional(
         request.environ, accept_ranges=True, complete_length=grid_out.length
     )
+
+
+@bp.get("/download.zip")
+def download_zip() -> Response:
+    """Stream several of the caller's finished outputs as one ZIP (see ``gateway.archive``)."""
+    owner = current_user().subject
+    svc = services()
+    jobs = archive.requested_jobs(request.args.getlist("job_id"), owner, svc.jobs)
+    entries = archive.plan_entries(jobs, svc.storage.mp3s)
+    log.info("zipping %d files of %d jobs for %s", len(entries), len(jobs), owner)
+    response = Response(
+        archive.stream(entries, svc.storage.mp3s.iter_chunks),
+        mimetype="application/zip",
+        direct_passthrough=True,
+    )
+    response.headers["Content-Disposition"] = attachment(archive.archive_name(utcnow()))
+    response.headers["Cache-Control"] = "private, no-store"
+    response.content_length = archive.archive_length(entries)
+    return response
 
 
 def attachment(filename: str) -> str:

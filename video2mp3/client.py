@@ -16,7 +16,7 @@ import base64
 import contextlib
 import mimetypes
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from pathlib import PurePosixPath, PureWindowsPath
@@ -39,6 +39,7 @@ TUS_VERSION = "1.0.0"
 _TUS = {"Tus-Resumable": TUS_VERSION}
 TUS_CHUNK_TYPE = "application/offset+octet-stream"
 JOB_ID_HEADER = "Video2mp3-Job-Id"
+MAX_ZIP_JOBS = 100  # the most jobs the server puts in one ZIP
 
 
 class ClientError(Exception):
@@ -94,12 +95,16 @@ class UploadStatus:
 
 
 class Download:
-    """An MP3 on its way from the server: its name, its size, its bytes."""
+    """A file on its way from the server (an MP3 or a ZIP): its name, its size, its bytes."""
 
-    def __init__(self, response: requests.Response, server: str) -> None:
+    def __init__(
+        self, response: requests.Response, server: str, *, default_name: str = "audio.mp3"
+    ) -> None:
         self._response = response
         self._server = server
-        self.filename = filename_from_disposition(response.headers.get("Content-Disposition"))
+        self.filename = filename_from_disposition(
+            response.headers.get("Content-Disposition"), default_name
+        )
         length = response.headers.get("Content-Length", "")
         self.size: int | None = int(length) if length.isdigit() else None
 
@@ -289,6 +294,22 @@ class Client:
             self._send("GET", "/download", params={"fid": fid}, stream=True), self.server
         )
 
+    def download_zip(self, job_ids: Sequence[str]) -> Download:
+        """Start downloading the outputs of done jobs as one ZIP; close the result when done.
+
+        Raises:
+            ApiError: 400 no ids, more than ``MAX_ZIP_JOBS`` or a malformed one; 404 a job
+                that is unknown or someone else's, 409 one not done (``job_id`` in the body).
+        """
+        response = self._send(
+            "GET",
+            "/download.zip",
+            params=[("job_id", job_id) for job_id in job_ids],
+            headers={"Accept": "application/zip, application/json"},
+            stream=True,
+        )
+        return Download(response, self.server, default_name="video2mp3.zip")
+
     def _json(
         self, method: str, path: str, *, expect: tuple[str, ...] = (), **kwargs: Any
     ) -> dict[str, Any]:
@@ -444,6 +465,13 @@ def filename_from_disposition(value: str | None, default: str = "audio.mp3") -> 
             name = re.sub(r"\\(.)", r"\1", quoted.group(1))
         elif token:
             name = token.group(1)
+    return safe_filename(name, default)
+
+
+def safe_filename(name: str, default: str = "audio.mp3") -> str:
+    """Return ``name`` without any directory part, control or reserved character or
+    leading dot, so it cannot point outside the directory it is saved in or hide itself.
+    """
     name = PureWindowsPath(PurePosixPath(name).name).name
     name = _UNSAFE_CHARS.sub("_", name).strip().lstrip(".").strip()
     return name[:200] or default

@@ -34,6 +34,8 @@ log = logging.getLogger(__name__)
 
 # Audio kept on each side of a trim: the server cuts inside it, sample-exact.
 TRIM_MARGIN_SECONDS = 1.0
+# The form field that tells the server where in the video the copy begins.
+CLIP_START = "clip_start"
 PROBE_TIMEOUT_SECONDS = 15.0
 # A stream copy only reads and writes: allow a slow disk's pace plus a start-up.
 COPY_TIMEOUT_SECONDS = 20.0
@@ -91,7 +93,8 @@ class AudioTrack:
     codec: str
     content_type: str
     size: int
-    # The conversion options for this file in place of the source's start/end.
+    # The conversion options for this file in place of the source's start/end, and with a
+    # trim, ``clip_start``: where in the video the copy begins.
     options: dict[str, str]
 
 
@@ -240,6 +243,8 @@ def _extract(source: Path, options: Mapping[str, str], directory: Path) -> Audio
         trimmed["start"] = _seconds(start - offset)
     if end is not None:
         trimmed["end"] = _seconds(end - offset)
+    if (start is not None or end is not None) and offset > 0:
+        trimmed[CLIP_START] = _seconds(offset)  # so the job shows the user's own times
     return AudioTrack(
         path=target,
         codec=info.audio_codec,

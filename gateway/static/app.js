@@ -5,7 +5,7 @@
 // import to the imported file's content (gateway/web.py).
 
 import { el } from "./dom.js";
-import { refreshJobs, resetJobs } from "./jobs.js";
+import { refreshJobs, resetJobs, setUpJobList } from "./jobs.js";
 import { logIn } from "./login.js";
 import { clearMessages } from "./messages.js";
 import { endSession, loadSession, onSessionEnd, onSessionStart, startSession } from "./session.js";
@@ -31,6 +31,7 @@ el.refresh.addEventListener("click", () => {
   refreshUsage();
 });
 setUpUploadForm();
+setUpJobList();
 
 const saved = loadSession();
 if (saved) {

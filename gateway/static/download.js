@@ -1,5 +1,6 @@
-// Saving a finished job's MP3: fetched with the token (a plain link could not send it),
-// then handed to the browser as a download under the name the server gives it.
+// Saving a finished job's MP3, or several jobs' as one ZIP: fetched with the token (a
+// plain link could not send it), then handed to the browser as a download under the
+// name the server gives it.
 
 import { api } from "./api.js";
 import { clearMessages, showError, showNotice } from "./messages.js";
@@ -19,6 +20,25 @@ export async function downloadMp3(job, button) {
   } finally {
     button.disabled = false;
     button.textContent = "Download MP3";
+  }
+}
+
+// Save the outputs of the done jobs ``jobIds`` as one ZIP. The caller owns the button's
+// state afterwards: what it offers depends on the selection at that time.
+export async function downloadZip(jobIds, button) {
+  clearMessages();
+  button.disabled = true;
+  button.textContent = "Preparing ZIP…";
+  try {
+    const query = jobIds.map((id) => `job_id=${encodeURIComponent(id)}`).join("&");
+    const response = await api("GET", `/download.zip?${query}`, { headers: { Accept: "application/zip" } });
+    const blob = await response.blob();
+    const filename = filenameFrom(response.headers.get("Content-Disposition")) || "video2mp3.zip";
+    saveBlob(blob, filename);
+    const files = jobIds.length === 1 ? "1 conversion" : `${jobIds.length} conversions`;
+    showNotice(`Saved ${filename} (${files}).`);
+  } catch (problem) {
+    if (problem.status !== 401) showError(problem.message);
   }
 }
 

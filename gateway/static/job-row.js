@@ -1,5 +1,6 @@
-// One job of the list as a row: its name, status, what was asked for, progress or
-// error, and the Download and Delete buttons (jobs.js gives them their clicks).
+// One job of the list as a row: a box to pick it for a ZIP (done jobs only), its name,
+// status, what was asked for, progress or error, and the Download and Delete buttons
+// (jobs.js gives them their clicks).
 
 import { formatBytes, formatClock, formatSeconds } from "./format.js";
 
@@ -20,6 +21,8 @@ function part(tag, className, parent) {
 
 export function createRow() {
   const row = part("li", "job");
+  const select = part("input", "job-select", row);
+  select.type = "checkbox";
   const main = part("div", "job-main", row);
   const head = part("div", "job-head", main);
   const name = part("span", "job-name", head);
@@ -37,7 +40,7 @@ export function createRow() {
   const remove = part("button", "button ghost small danger", actions);
   remove.type = "button";
   remove.textContent = "Delete";
-  row.parts = { name, badge, meta, progressLine, progress, progressText, error, download, remove };
+  row.parts = { select, name, badge, meta, progressLine, progress, progressText, error, download, remove };
   return row;
 }
 
@@ -67,7 +70,13 @@ export function updateRow(row, job) {
   p.error.hidden = job.status !== "failed";
   p.error.textContent = job.status === "failed" ? job.error || "The conversion failed." : "";
 
-  p.download.hidden = job.status !== "done" || !job.download_url;
+  const done = job.status === "done";
+  // Only a done job can be picked; app.css keeps the hidden box's room so names line up.
+  p.select.hidden = !done;
+  if (!done) p.select.checked = false;
+  p.select.setAttribute("aria-label", `Select ${name} for a ZIP`);
+
+  p.download.hidden = !done || !job.download_url;
   p.download.setAttribute("aria-label", `Download the MP3 of ${name}`);
   p.remove.setAttribute("aria-label", p.remove.dataset.armed ? `Confirm: delete ${name}` : `Delete ${name}`);
 }

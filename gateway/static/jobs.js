@@ -1,9 +1,10 @@
 // The job list: fetched again while a job runs, updated row by row in place, with a
-// notice when a job finishes and a second click to confirm a delete.
+// notice when a job finishes, a second click to confirm a delete, and done jobs picked
+// with their boxes (or "Select all done") to download as one ZIP.
 
 import { api } from "./api.js";
 import { el } from "./dom.js";
-import { downloadMp3 } from "./download.js";
+import { downloadMp3, downloadZip } from "./download.js";
 import { ACTIVE, createRow, updateRow } from "./job-row.js";
 import { clearMessages, showError, showNotice } from "./messages.js";
 import { currentSession } from "./session.js";
@@ -15,6 +16,7 @@ const PAGE_SIZE = 50;
 
 let pollTimer = null;
 let refreshSeq = 0;
+let zipping = false; // a ZIP is on its way: its button stays busy
 let jobsSignature = null; // the job ids and states last shown: usage changes when they do
 const rows = new Map(); // job_id -> <li>
 const lastStatus = new Map(); // job_id -> status seen on the previous refresh
@@ -43,6 +45,24 @@ export async function refreshJobs() {
   if (page.jobs.some((job) => ACTIVE.has(job.status))) schedulePoll(POLL_MS);
 }
 
+export function setUpJobList() {
+  el.selectAllDone.addEventListener("change", () => {
+    for (const row of doneRows()) row.parts.select.checked = el.selectAllDone.checked;
+    showSelection();
+  });
+  el.zipDownload.addEventListener("click", async () => {
+    const jobIds = selectedRows().map((row) => row.job.job_id);
+    if (!jobIds.length || zipping) return;
+    zipping = true;
+    try {
+      await downloadZip(jobIds, el.zipDownload);
+    } finally {
+      zipping = false;
+      showSelection();
+    }
+  });
+}
+
 export function resetJobs() {
   clearTimeout(pollTimer);
   refreshSeq += 1; // answers still on their way belong to the old session
@@ -50,6 +70,7 @@ export function resetJobs() {
   rows.clear();
   lastStatus.clear();
   el.jobList.replaceChildren();
+  showSelection();
 }
 
 function renderJobs(jobs, total) {
@@ -75,6 +96,7 @@ function renderJobs(jobs, total) {
       lastStatus.delete(jobId);
     }
   }
+  showSelection();
   el.jobsEmpty.hidden = jobs.length > 0;
   el.jobsMore.hidden = total <= jobs.length;
   el.jobsMore.textContent = `Showing the newest ${jobs.length} of ${total} conversions.`;
@@ -86,10 +108,32 @@ function renderJobs(jobs, total) {
 
 function addRow() {
   const row = createRow();
-  const { download, remove } = row.parts;
+  const { select, download, remove } = row.parts;
+  select.addEventListener("change", showSelection);
   download.addEventListener("click", () => downloadMp3(row.job, download));
   remove.addEventListener("click", () => deleteJob(row.job, remove));
   return row;
+}
+
+function doneRows() {
+  return [...rows.values()].filter((row) => row.job.status === "done");
+}
+
+function selectedRows() {
+  return doneRows().filter((row) => row.parts.select.checked);
+}
+
+// The ZIP bar shows once a job is done; its button names how many are picked.
+function showSelection() {
+  const done = doneRows().length;
+  const picked = selectedRows().length;
+  el.jobsBatch.hidden = done === 0;
+  el.selectAllDone.checked = done > 0 && picked === done;
+  el.selectAllDone.indeterminate = picked > 0 && picked < done;
+  if (!zipping) {
+    el.zipDownload.disabled = picked === 0;
+    el.zipDownload.textContent = picked ? `Download ${picked} as ZIP` : "Download as ZIP";
+  }
 }
 
 function announceChange(job) {

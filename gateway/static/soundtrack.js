@@ -67,7 +67,9 @@ class NotCopyable extends Error {}
 // Copy the first sound track of an MP4/MOV/M4V ``file`` into an M4A, trimmed to the user's
 // ``start``/``end`` (as typed, e.g. "90" or "1:30") plus the margin. Resolve to
 // { blob, options, codec }: the M4A (audio/mp4), the start/end to send in place of the
-// user's, and ffmpeg's name of the codec ("aac" or "mp3"); or to null: send the whole file.
+// user's with, when there is a trim, the copy's start in the video as clip_start (the job
+// then shows the user's times), and ffmpeg's name of the codec ("aac" or "mp3"); or to
+// null: send the whole file.
 export async function audioTrackOf(file, { start, end } = {}) {
   const deadline = performance.now() + TIME_LIMIT_MS;
   let timer;
@@ -171,6 +173,9 @@ function shiftedOptions(range, copy) {
       const shifted = Math.max(0, range[name] - copy.shift);
       options[name] = String(Number(shifted.toFixed(6)));
     }
+  }
+  if (Object.keys(options).length && copy.shift > 0) {
+    options.clip_start = String(Number(copy.shift.toFixed(6)));
   }
   return options;
 }

@@ -170,3 +170,15 @@ def test_delete(jobs):
     assert jobs.delete(job["_id"]) is True
     assert jobs.delete(job["_id"]) is False
     assert jobs.get(job["_id"]) is None
+
+
+def test_a_clips_trim_is_shown_in_the_videos_times(jobs):
+    # An audio copy from 3.320454 s on, trimmed at 0.979546-4.179546 s of the copy: the
+    # user asked for 4.3-7.5 s of the video, and that is what the job shows.
+    trimmed = {"start": 0.979546, "end": 4.179546, "bitrate": 192}
+    job = make_job(jobs, options=trimmed, clip_start=3.320454)
+    stored = jobs.get(job["_id"])
+    assert stored["options"] == trimmed  # what the converter applies to the copy
+    assert public_view(stored)["options"] == {"start": 4.3, "end": 7.5, "bitrate": 192}
+    untrimmed = make_job(jobs, options={"bitrate": 128}, clip_start=None)
+    assert public_view(jobs.get(untrimmed["_id"]))["options"] == {"bitrate": 128}

@@ -18,7 +18,7 @@ from tests.support.media import make_video
 ROOT = Path(__file__).resolve().parents[2]
 SPECS = {"gateway": ROOT / "gateway/openapi.yaml", "auth": ROOT / "auth_service/openapi.yaml"}
 # Pages for people, not API operations.
-UNDOCUMENTED = {"/", "/assets/<name>", "/docs", "/docs/assets/<name>"}
+UNDOCUMENTED = {"/", "/assets/<path:name>", "/docs", "/docs/assets/<name>"}
 
 
 def load(name: str) -> dict:

@@ -23,7 +23,7 @@ import pytest
 import requests
 
 from gateway.sniff import sniff_container
-from tests.e2e.test_web import new_tab
+from tests.e2e.test_web import api_jobs, new_tab
 from tests.support.media import (
     audio_packet_hashes,
     audio_stream,
@@ -225,6 +225,8 @@ def test_the_page_copies_a_videos_sound_sample_for_sample(
     stops = seconds_of(end) + TRIM_MARGIN_SECONDS if end else None
     typed = {"start": start, "end": end}
     shifted = {key: seconds_of(value) - begins for key, value in typed.items() if value}
+    if shifted and begins:
+        shifted["clip_start"] = begins  # where the copy begins, for the job to show the times
     assert {key: float(value) for key, value in answer["options"].items()} == pytest.approx(
         shifted, abs=1e-6
     )
@@ -320,13 +322,13 @@ def test_a_phone_recording_shrinks_to_its_sound(tab, tmp_path):
 @pytest.mark.parametrize(
     ("name", "recording", "start", "end", "shifted"),
     [
-        ("holiday.mp4", {}, "4", "7.5", {"start": "1", "end": "4.5"}),
+        ("holiday.mp4", {}, "4", "7.5", {"start": "1", "end": "4.5", "clip_start": "3"}),
         (
             "holiday.mov",
             {"sample_rate": 48000},
             "0:05.4321",
             "8",
-            {"start": "1.0001", "end": "3.568"},
+            {"start": "1.0001", "end": "3.568", "clip_start": "4.432"},
         ),
     ],
     ids=["mp4", "mov-48k"],
@@ -341,6 +343,12 @@ def test_the_server_makes_the_same_mp3_from_the_copy(
     trim = {"start": start, "end": end}
     whole = convert(system, user, tmp_path / "whole.mp3", name, source.read_bytes(), trim)
     copied = convert(system, user, tmp_path / "copied.mp3", name, answer["bytes"], shifted)
+    # The copy's job shows the trim as the user typed it, in the video's times.
+    [copy_job, whole_job] = api_jobs(system, user)[:2]
+    assert copy_job["options"] == whole_job["options"]
+    assert copy_job["options"] == pytest.approx(
+        {"start": seconds_of(start), "end": seconds_of(end)}, abs=1e-6
+    )
 
     assert abs(probe_duration(copied) - (seconds_of(end) - seconds_of(start))) <= 0.03
     assert hashlib.sha256(decoded(copied)).digest() == hashlib.sha256(decoded(whole)).digest()

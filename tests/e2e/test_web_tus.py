@@ -325,6 +325,7 @@ def test_a_phone_video_from_the_page_sends_only_its_sound(system, user, line, ph
     assert probe_duration(stored) <= 3.5 + 2 * 1.0 + 0.1
     mp3 = download_mp3(system, user, job["mp3_fid"], tmp_path / "clip.mp3")
     assert abs(probe_duration(mp3) - 3.5) <= 0.05
+    assert job["options"] == pytest.approx({"start": 2.0, "end": 5.5}, abs=1e-6)  # as typed
 
 
 def test_upload_the_whole_video_sends_the_file_as_it_is(system, user, line, phone_clip):

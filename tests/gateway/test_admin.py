@@ -27,8 +27,15 @@ from tests.support.rabbit import queue_depth
 
 SPEC = Path(__file__).resolve().parents[2] / "gateway/openapi.yaml"
 KEY = forge.new_rsa_key()
-ADMIN = {"Authorization": f"Bearer {forge.sign(KEY, forge.claims(sub='root@x.test', admin=True))}"}
-USER = {"Authorization": f"Bearer {forge.sign(KEY, forge.claims(sub='someone@x.test'))}"}
+
+
+def bearer(**claims) -> dict[str, str]:
+    """Return headers with a fresh token (forged tokens last 10 minutes: never make them early)."""
+    return {"Authorization": f"Bearer {forge.sign(KEY, forge.claims(**claims))}"}
+
+
+def admin() -> dict[str, str]:
+    return bearer(sub="root@x.test", admin=True)
 
 
 @pytest.fixture
@@ -76,7 +83,8 @@ def openapi() -> OpenAPI:
 def call(client, openapi):
     """Send a request as the admin (unless told otherwise) and check it against the document."""
 
-    def send(method: str, path: str, *, headers=ADMIN, **kwargs):
+    def send(method: str, path: str, *, headers=None, **kwargs):
+        headers = admin() if headers is None else headers
         response = client.open(path, method=method, headers=headers, **kwargs)
         conforms(openapi, response, EnvironBuilder(path, method=method, headers=headers, **kwargs))
         return response
@@ -180,7 +188,8 @@ def test_only_admins_may_touch_dead_letters(rabbitmq_config, queues, call, metho
     anonymous = call(method, path, headers={}, json={"all": True})
     assert anonymous.status_code == 401
     assert anonymous.json["error"] == "missing_token"
-    refused = call(method, path, headers=USER, json={"all": True, "confirm": "video"})
+    someone = bearer(sub="someone@x.test")
+    refused = call(method, path, headers=someone, json={"all": True, "confirm": "video"})
     assert refused.status_code == 403
     assert refused.json == {"error": "forbidden", "message": "Only admins may handle dead letters."}
     assert queue_depth(rabbitmq_config, dead_letter_queue(queues["video"])) == 1
@@ -216,7 +225,7 @@ def test_only_admins_may_touch_dead_letters(rabbitmq_config, queues, call, metho
 )
 def test_bad_requests_are_refused_with_a_reason(client, method, path, body, code):
     kwargs = {} if body is None else {"json": body}
-    response = client.open(path, method=method, headers=ADMIN, **kwargs)
+    response = client.open(path, method=method, headers=admin(), **kwargs)
 
     assert response.status_code == 400
     assert response.json["error"] == code
@@ -232,7 +241,7 @@ def test_a_broker_outage_is_a_503(queues, rabbitmq_config, openapi):
         ("GET", "/admin/dead-letters/video"),
         ("POST", "/admin/dead-letters/video/replay"),
     ):
-        sent = {"method": method, "headers": ADMIN, "json": {"all": True}}
+        sent = {"method": method, "headers": admin(), "json": {"all": True}}
         response = client.open(path, **sent)
         assert response.status_code == 503
         assert response.json["error"] == "service_unavailable"

@@ -32,9 +32,9 @@ from video2mp3.cli.output import (
     say,
     usage_lines,
 )
-from video2mp3.cli.parser import OPTION_FIELDS, PROG
-from video2mp3.cli.transfers import Resumable, save_download, upload, wait_for_job
-from video2mp3.client import ApiError, AuthenticationError, Client
+from video2mp3.cli.parser import MAX_PAGE_SIZE, OPTION_FIELDS, PROG
+from video2mp3.cli.transfers import Resumable, save_download, save_zip, upload, wait_for_job
+from video2mp3.client import MAX_ZIP_JOBS, ApiError, AuthenticationError, Client
 from video2mp3.config import (
     ConfigError,
     Credentials,
@@ -272,10 +272,16 @@ def run_status(args: argparse.Namespace) -> int:
 
 
 def run_download(args: argparse.Namespace) -> int:
-    """Download an MP3 by its id, its video's id or its job's id."""
+    """Download an MP3 by its id, its video's id or its job's id; several jobs as one ZIP."""
     _check_directory(args.output)
+    if args.all and args.ids:
+        raise CommandError("give job ids or --all, not both", EXIT_USAGE)
+    if not args.all and not args.ids:
+        raise CommandError("give the id of what to download, or --all", EXIT_USAGE)
+    if args.all or args.zip or len(args.ids) > 1:
+        return _download_zip(args)
     with _client(args) as client:
-        fid = args.fid
+        fid = args.ids[0]
         if _JOB_ID.fullmatch(fid):
             job = client.job(fid)
             if job["status"] == "failed":
@@ -289,6 +295,42 @@ def run_download(args: argparse.Namespace) -> int:
         saved = save_download(client, fid, args.output)
     say(f"saved {saved}")
     return EXIT_OK
+
+
+def _download_zip(args: argparse.Namespace) -> int:
+    """Download jobs' MP3s as ZIPs of up to ``MAX_ZIP_JOBS``, unpacked unless --zip."""
+    job_ids = list(dict.fromkeys(args.ids))
+    for job_id in job_ids:
+        if not _JOB_ID.fullmatch(job_id):
+            raise CommandError(
+                f"{job_id} is not a job id: several downloads (and --zip) take job ids",
+                EXIT_USAGE,
+            )
+    with _client(args) as client:
+        if args.all:
+            job_ids = _done_job_ids(client)
+            if not job_ids:
+                note("No done jobs.")
+                return EXIT_OK
+        saved: list[Path] = []
+        for start in range(0, len(job_ids), MAX_ZIP_JOBS):
+            batch = job_ids[start : start + MAX_ZIP_JOBS]
+            saved += save_zip(client, batch, args.output, unpack=not args.zip)
+    for path in saved:
+        say(f"saved {path}")
+    return EXIT_OK
+
+
+def _done_job_ids(client: Client) -> list[str]:
+    """Return the ids of all the caller's done jobs, newest first."""
+    job_ids: list[str] = []
+    while True:
+        page = client.jobs(status="done", limit=MAX_PAGE_SIZE, offset=len(job_ids))
+        jobs = page.get("jobs", [])
+        job_ids += [job["job_id"] for job in jobs]
+        if not jobs or len(job_ids) >= int(page.get("total", 0)):
+            # A job finishing meanwhile shifts the pages: one id may come twice.
+            return list(dict.fromkeys(job_ids))
 
 
 def run_delete(args: argparse.Namespace) -> int:

@@ -111,10 +111,27 @@ def build_parser() -> argparse.ArgumentParser:
     status = command("status", "Show one job.")
     status.add_argument("job_id", metavar="JOB_ID")
 
-    download = command("download", "Download a finished MP3.")
-    download.add_argument("fid", metavar="FID", help="the MP3's id, its video's id or the job id")
+    download = command(
+        "download", "Download finished MP3s: one by its id, several (or --all) as one ZIP."
+    )
+    download.add_argument(
+        "ids",
+        nargs="*",
+        metavar="ID",
+        help="a job id, or the MP3's or its video's id; several job ids come as one ZIP",
+    )
+    download.add_argument("--all", action="store_true", help="every done job (a ZIP per 100 jobs)")
+    download.add_argument(
+        "--zip",
+        action="store_true",
+        help="keep the ZIP as it came instead of unpacking its MP3s into DIR",
+    )
     download.add_argument(
         "-o", "--output", type=Path, default=Path(), metavar="DIR", help="default: here"
+    )
+    download.epilog = (
+        "A ZIP is unpacked into DIR and then removed, unless --zip; no existing file is "
+        "overwritten: 'name (1).mp3' and so on."
     )
 
     delete = command("delete", "Delete jobs with their video and MP3.")

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import shutil
 import time
+import zipfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -11,13 +14,14 @@ from typing import Any
 from video2mp3 import soundtrack, tus
 from video2mp3.cli.errors import CommandError
 from video2mp3.cli.output import note
-from video2mp3.client import Client, ConnectionFailed
+from video2mp3.client import Client, ConnectionFailed, Download, safe_filename
 from video2mp3.pending import PendingUpload, PendingUploads, StateError, fingerprint
 from video2mp3.progress import Progress, human_duration, human_size
 
 FINISHED = ("done", "failed")
 POLL_FIRST_SECONDS = 0.2
 POLL_MAX_SECONDS = 2.0
+UNPACK_CHUNK_SIZE = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -183,35 +187,117 @@ def save_download(client: Client, fid: str, directory: Path) -> Path:
     Raises:
         CommandError: the directory or the file cannot be written (exit 1).
     """
+    _make_directory(directory)
+    with client.download(fid) as download:
+        target = _unused_path(directory / download.filename)
+        bar = _receive(download, target)
+    _publish(_partial_path(target), target)
+    bar.finish(bar.summary())
+    return target
+
+
+def save_zip(
+    client: Client, job_ids: Sequence[str], directory: Path, *, unpack: bool = True
+) -> list[Path]:
+    """Download the outputs of done jobs as one ZIP into ``directory``; return what was saved.
+
+    With ``unpack`` the archive's files are saved one by one (each CRC checked, none
+    overwriting an existing file: "name (1).mp3" and so on) and the archive is removed;
+    without it the ZIP itself is saved under the server's name for it.
+
+    Raises:
+        CommandError: a file cannot be written, or the archive is damaged (exit 1).
+    """
+    _make_directory(directory)
+    with client.download_zip(job_ids) as download:
+        target = _unused_path(directory / download.filename)
+        bar = _receive(download, target)
+    bar.finish(bar.summary())
+    partial = _partial_path(target)
+    if not unpack:
+        _publish(partial, target)
+        return [target]
+    try:
+        return _unpack(partial, directory)
+    finally:
+        with contextlib.suppress(OSError):
+            partial.unlink()
+
+
+def _unpack(archive: Path, directory: Path) -> list[Path]:
+    """Save each file of a ZIP into ``directory`` under a safe, unused name."""
+    saved = []
+    try:
+        with zipfile.ZipFile(archive) as files:
+            for info in files.infolist():
+                if info.is_dir():
+                    continue
+                target = _unused_path(directory / safe_filename(info.filename))
+                partial = _partial_path(target)
+                try:
+                    with files.open(info) as source, partial.open("wb") as file:
+                        shutil.copyfileobj(source, file, UNPACK_CHUNK_SIZE)
+                except BaseException:
+                    with contextlib.suppress(OSError):
+                        partial.unlink()
+                    raise
+                _publish(partial, target)
+                saved.append(target)
+    except zipfile.BadZipFile as exc:  # also a CRC that does not match
+        raise CommandError(f"the ZIP from the server is damaged: {exc}") from None
+    except OSError as exc:
+        raise CommandError(f"{directory}: {exc.strerror or exc}") from None
+    return saved
+
+
+def _make_directory(directory: Path) -> None:
     try:
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise CommandError(f"{directory}: {exc.strerror or exc}") from None
-    with client.download(fid) as download:
-        target = _unused_path(directory / download.filename)
-        partial = target.with_name(f".{target.name}.part")
-        bar = Progress(f"downloading {target.name}", download.size)
-        written = 0
-        try:
-            with partial.open("wb") as file:
-                for chunk in download.chunks():
-                    file.write(chunk)
-                    written += len(chunk)
-                    bar.update(written)
-            if download.size is not None and written != download.size:
-                raise ConnectionFailed(
-                    f"the download stopped after {written} of {download.size} bytes"
-                )
-            partial.rename(target)
-        except BaseException as exc:
-            bar.abort()
-            with contextlib.suppress(OSError):
-                partial.unlink()
-            if isinstance(exc, OSError):
-                raise CommandError(f"{target}: {exc.strerror or exc}") from None
-            raise
-    bar.finish(bar.summary())
-    return target
+
+
+def _partial_path(target: Path) -> Path:
+    return target.with_name(f".{target.name}.part")
+
+
+def _receive(download: Download, target: Path) -> Progress:
+    """Write a download into ``target``'s ``.part`` file with a progress bar; return the
+    bar, unfinished.
+
+    Raises:
+        CommandError: the file cannot be written (exit 1); nothing is left behind.
+        ConnectionFailed: the body stopped short of its Content-Length.
+    """
+    partial = _partial_path(target)
+    bar = Progress(f"downloading {target.name}", download.size)
+    written = 0
+    try:
+        with partial.open("wb") as file:
+            for chunk in download.chunks():
+                file.write(chunk)
+                written += len(chunk)
+                bar.update(written)
+        if download.size is not None and written != download.size:
+            raise ConnectionFailed(f"the download stopped after {written} of {download.size} bytes")
+    except BaseException as exc:
+        bar.abort()
+        with contextlib.suppress(OSError):
+            partial.unlink()
+        if isinstance(exc, OSError):
+            raise CommandError(f"{target}: {exc.strerror or exc}") from None
+        raise
+    return bar
+
+
+def _publish(partial: Path, target: Path) -> None:
+    """Give a complete ``.part`` file its name."""
+    try:
+        partial.rename(target)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            partial.unlink()
+        raise CommandError(f"{target}: {exc.strerror or exc}") from None
 
 
 def _unused_path(path: Path) -> Path:
