@@ -93,8 +93,24 @@ deploy-tools: ## install test tools from Debian (docker-compose, promtool, chrom
 	  fi; \
 	fi
 
+# The fault scenarios (tests/faults: minutes of real outages waited out on the shipped
+# retry schedules, mostly idle) run in a second pytest process beside the rest, each with
+# a stack of its own; the run fails if either fails, and the faults' output follows the
+# rest's. With PYTEST_ARGS (a file, -k ...), one plain pytest run.
+FAULT_TESTS := tests/faults
 test: venv-dev tools deploy-tools ## run the whole test suite against real local servers
+ifeq ($(strip $(PYTEST_ARGS)),)
+	@faults_log=$$(mktemp); \
+	$(PY) -m pytest -p no:cacheprovider $(FAULT_TESTS) >"$$faults_log" 2>&1 & faults=$$!; \
+	trap 'kill $$faults 2>/dev/null' INT TERM; \
+	$(PY) -m pytest --ignore=$(FAULT_TESTS); rest=$$?; \
+	wait $$faults; faults_rc=$$?; \
+	echo "=== $(FAULT_TESTS), run beside the rest (exit $$faults_rc) ==="; \
+	cat "$$faults_log"; rm -f "$$faults_log"; \
+	test $$rest -eq 0 && test $$faults_rc -eq 0
+else
 	$(PY) -m pytest $(PYTEST_ARGS)
+endif
 
 # Each benchmark starts its own stack on free ports (a mongod, the four services; MariaDB
 # and RabbitMQ are the machine's, started if down) and stops it again. About 10 minutes.
