@@ -15,6 +15,9 @@ request goes through here:
   the original host name: the Host header, the TLS server name (SNI) and the
   certificate check all use it. There is no second lookup for a rebinding name
   to answer with 127.0.0.1. Redirects are not followed: a 3xx is an answer.
+- ``EgressGuard.get`` does the same for a download (a video imported by URL): it
+  yields the answer with its body unread, and may follow a few redirects, each
+  new URL checked, resolved and pinned as if the user had given it.
 - One deadline bounds the whole call: connect, TLS handshake, sending, the
   response's headers and the first ``MAX_BODY_BYTES`` of its body (which is then
   dropped). A receiver that drips a byte at a time is cut off at the deadline.
@@ -41,10 +44,10 @@ import re
 import socket
 import ssl
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, urljoin, urlsplit
 
 from common.config import EgressConfig
 from common.errors import PermanentError, TransientError
@@ -254,26 +257,67 @@ class EgressGuard:
         deadline = time.monotonic() + timeout
         target = check_url(url, self._policy)
         addresses = self._addresses(target)
-        try:
+        with _translated(target.host, timeout):
             answer = self._exchange(target, addresses, method, body, headers or {}, deadline)
-        except TimeoutError:
-            raise TransientError(
-                f"{target.host} did not answer completely within {timeout:g} s"
-            ) from None
-        except ssl.SSLCertVerificationError as exc:
-            raise TransientError(
-                f"{target.host}'s TLS certificate was not accepted: {exc.verify_message}"
-            ) from None
-        except (OSError, http.client.HTTPException) as exc:
-            raise TransientError(f"{target.host} could not be reached: {exc!r}") from exc
-        status = answer.status
-        if status >= 500 or status in RETRYABLE_STATUSES:
-            raise TransientError(f"{target.host} answered {status}")
-        if 300 <= status < 400:
-            raise ReceiverRefused(status, f"{target.host} answered {status} (not followed)")
-        if not 200 <= status < 300:
-            raise ReceiverRefused(status, f"{target.host} answered {status}")
+        _judge(target.host, answer.status)
         return answer
+
+    @contextlib.contextmanager
+    def get(
+        self,
+        url: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        timeout: float,
+        redirects: int = 0,
+        idle_timeout: float | None = None,
+    ) -> Iterator[Body]:
+        """GET ``url`` and yield its 2xx answer with the body unread, all within ``timeout``.
+
+        For a download (a video to import): the body is read piece by piece from the
+        yielded ``Body``, every read within the same deadline. Up to ``redirects``
+        redirects are followed, each new URL checked, resolved and pinned afresh as
+        if the user had given it. With ``idle_timeout``, a read of the body that waits
+        longer than that for a byte fails.
+
+        Raises:
+            EgressRefused, ReceiverRefused, TransientError: as ``request`` does (a 3xx
+                beyond ``redirects``, or without a Location, is a ReceiverRefused).
+        """
+        deadline = time.monotonic() + timeout
+        followed = 0
+        while True:
+            target = check_url(url, self._policy)
+            addresses = self._addresses(target)
+            with _translated(target.host, timeout):
+                sock = self._open(target, addresses, deadline)
+            try:
+                with _translated(target.host, timeout):
+                    pinned = _DeadlineSocket(sock, deadline)
+                    connection = _PinnedConnection(target, pinned)
+                    connection.request(
+                        "GET", target.path, None, {"Connection": "close", **(headers or {})}
+                    )
+                    response = connection.getresponse()
+                location = response.getheader("Location")
+                if 300 <= response.status < 400 and location and followed < redirects:
+                    followed += 1
+                    url = urljoin(url, location)
+                    continue
+                _judge(target.host, response.status)
+                answer = Answer(response.status, response.reason, dict(response.getheaders()))
+                pinned.idle_timeout = idle_timeout
+                yield Body(
+                    answer,
+                    response,
+                    target.host,
+                    timeout,
+                    deadline=deadline,
+                    idle_timeout=idle_timeout,
+                )
+                return
+            finally:
+                sock.close()
 
     def _addresses(self, target: Target) -> list[tuple[socket.AddressFamily, tuple[Any, ...]]]:
         """Resolve the target's host once; return every (family, sockaddr), each one checked.
@@ -359,6 +403,74 @@ class EgressGuard:
         return sock
 
 
+@contextlib.contextmanager
+def _translated(host: str, timeout: float) -> Iterator[None]:
+    """Turn what a failed exchange with ``host`` raises into a TransientError saying why."""
+    try:
+        yield
+    except TimeoutError:
+        raise TransientError(f"{host} did not answer completely within {timeout:g} s") from None
+    except ssl.SSLCertVerificationError as exc:
+        raise TransientError(
+            f"{host}'s TLS certificate was not accepted: {exc.verify_message}"
+        ) from None
+    except (OSError, http.client.HTTPException) as exc:
+        raise TransientError(f"{host} could not be reached: {exc!r}") from exc
+
+
+def _judge(host: str, status: int) -> None:
+    """Accept a 2xx status; raise what any other status from ``host`` means.
+
+    Raises:
+        TransientError: 5xx, 408, 425 or 429.
+        ReceiverRefused: a 3xx (not followed), 1xx or other 4xx.
+    """
+    if status >= 500 or status in RETRYABLE_STATUSES:
+        raise TransientError(f"{host} answered {status}")
+    if 300 <= status < 400:
+        raise ReceiverRefused(status, f"{host} answered {status} (not followed)")
+    if not 200 <= status < 300:
+        raise ReceiverRefused(status, f"{host} answered {status}")
+
+
+class Body:
+    """A 2xx answer whose body is still to be read, within the call's deadline."""
+
+    def __init__(
+        self,
+        answer: Answer,
+        response: http.client.HTTPResponse,
+        host: str,
+        timeout: float,
+        *,
+        deadline: float,
+        idle_timeout: float | None = None,
+    ) -> None:
+        self.answer = answer
+        self._response = response
+        self._host = host
+        self._timeout = timeout
+        self._deadline = deadline
+        self._idle_timeout = idle_timeout
+
+    def read(self, size: int) -> bytes:
+        """Return up to ``size`` more bytes of the body; b"" at its end.
+
+        Raises:
+            TransientError: the body stopped short, nothing came for the idle timeout,
+                or the deadline passed.
+        """
+        with _translated(self._host, self._timeout):
+            try:
+                return self._response.read1(size)
+            except TimeoutError:
+                if self._idle_timeout is None or time.monotonic() >= self._deadline:
+                    raise
+                raise TransientError(
+                    f"{self._host} sent nothing for {self._idle_timeout:g} s"
+                ) from None
+
+
 def _connect(
     family: socket.AddressFamily, sockaddr: tuple[Any, ...], timeout: float
 ) -> socket.socket:
@@ -402,6 +514,8 @@ class _DeadlineSocket:
     def __init__(self, sock: socket.socket, deadline: float) -> None:
         self._sock = sock
         self._deadline = deadline
+        # Set once the headers are in, for a download: the longest wait for a byte.
+        self.idle_timeout: float | None = None
 
     def sendall(self, data: bytes) -> None:
         """Send all of ``data`` before the deadline (sendall's timeout is for the whole)."""
@@ -409,8 +523,10 @@ class _DeadlineSocket:
         self._sock.sendall(data)
 
     def recv_into(self, buffer: memoryview) -> int:
-        """Receive what has arrived into ``buffer``, waiting no later than the deadline."""
-        self._sock.settimeout(_remaining(self._deadline))
+        """Receive what has arrived into ``buffer``, waiting no later than the deadline
+        (nor longer than the idle timeout, when there is one)."""
+        left = _remaining(self._deadline)
+        self._sock.settimeout(min(left, self.idle_timeout) if self.idle_timeout else left)
         return self._sock.recv_into(buffer)
 
     def makefile(self, mode: str = "rb", *args: object, **kwargs: object) -> io.BufferedReader:

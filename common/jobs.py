@@ -26,6 +26,7 @@ from bson import ObjectId
 
 from common.config import MongoConfig
 from common.mongo import parse_object_id, translate_errors, utcnow
+from common.options import Format, format_named
 
 QUEUED, PROCESSING, DONE, FAILED = "queued", "processing", "done", "failed"
 STATUSES = (QUEUED, PROCESSING, DONE, FAILED)
@@ -41,10 +42,15 @@ def new_job_id() -> str:
     return uuid.uuid4().hex
 
 
-def mp3_filename(original: str | None) -> str:
-    """Return the MP3's name: the original file's name with an .mp3 extension."""
+def output_format(job: Mapping[str, Any]) -> Format:
+    """Return the format a job's output is in (MP3 for a job that names none)."""
+    return format_named((job.get("options") or {}).get("format"))
+
+
+def output_filename(original: str | None, output: Format) -> str:
+    """Return the output's name: the original file's name with the format's extension."""
     stem = PurePosixPath(original or "audio").stem or "audio"
-    return f"{stem}.mp3"
+    return f"{stem}.{output.extension}"
 
 
 def public_view(job: Mapping[str, Any]) -> dict[str, Any]:
@@ -65,6 +71,7 @@ def public_view(job: Mapping[str, Any]) -> dict[str, Any]:
         "mp3_fid": str(job["mp3_fid"]) if job.get("mp3_fid") else None,
         "options": _as_asked(job.get("options", {}), job.get("clip_start")),
         "callback_url": job.get("callback_url"),
+        "source_url": job.get("source_url"),
         "created_at": iso(job.get("created_at")),
         "started_at": iso(job.get("started_at")),
         "finished_at": iso(job.get("finished_at")),
@@ -131,12 +138,17 @@ class JobStore:
         owner: str,
         video_fid: ObjectId,
         filename: str,
-        size: int,
+        size: int | None,
         options: Mapping[str, Any],
         callback_url: str | None = None,
         clip_start: float | None = None,
+        source_url: str | None = None,
+        source_max_bytes: int | None = None,
     ) -> dict[str, Any]:
         """Insert a queued job and return it.
+
+        ``source_url``: the video is still to be fetched from there (``converter.fetch``)
+        into ``video_fid``, at most ``source_max_bytes`` of it.
 
         ``clip_start``: the upload is a client's copy of the original's sound from that
         many seconds on, and the trim in ``options`` is in the copy's times.
@@ -156,6 +168,8 @@ class JobStore:
             "options": dict(options),
             "callback_url": callback_url,
             "clip_start": clip_start,
+            "source_url": source_url,
+            "source_max_bytes": source_max_bytes,
             "created_at": now,
             "updated_at": now,
             "enqueued_at": None,
@@ -250,6 +264,14 @@ class JobStore:
                     "$inc": {"attempts": 1},
                 },
                 return_document=pymongo.ReturnDocument.AFTER,
+            )
+
+    def record_size(self, job_id: str, size: int) -> None:
+        """Record the size of a processing job's video once it is fetched (an import by URL)."""
+        with translate_errors("recording a video's size"):
+            self._jobs.update_one(
+                {"_id": job_id, "status": PROCESSING},
+                {"$set": {"size": size, "updated_at": utcnow()}},
             )
 
     def set_progress(self, job_id: str, progress: int) -> None:

@@ -1,8 +1,10 @@
-"""Output options for an MP3: what a user may ask for, validated in one place.
+"""Output options: the audio format and what a user may ask of it, validated in one place.
 
 The gateway checks the form fields of an upload with these rules (400 naming
 the field) and the converter applies the same object to ffmpeg, so the two can
-never disagree about what is valid.
+never disagree about what is valid. Each format has its own rules
+(``FORMATS``): which of bitrate, VBR quality and sample rate its encoder takes,
+and in what range.
 """
 
 from __future__ import annotations
@@ -18,11 +20,114 @@ from common.errors import PermanentError
 DEFAULT_BITRATE_KBPS = 192
 BITRATES_KBPS = (32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320)
 SAMPLE_RATES = (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000)
+# libopus codes at these rates only (Opus is 48 kHz inside); others are resampled to 48 kHz.
+OPUS_SAMPLE_RATES = (8000, 12000, 16000, 24000, 48000)
 CHANNELS = (1, 2)
 VBR_QUALITIES = range(10)
 MAX_TAG_LENGTH = 200
 # Far beyond any real video; keeps a typo such as 1e9 from reaching ffmpeg.
 MAX_SECONDS = 48 * 3600.0
+
+
+@dataclass(frozen=True)
+class Format:
+    """One output format: its encoder's rules, and how its files are named and served.
+
+    ``bitrates`` is None for a lossless format, ``qualities`` None for an encoder
+    without a VBR scale the API offers. ``copies`` is the source codec (as ffmpeg
+    names it) whose packets go into this container unchanged when nothing asks
+    for re-encoding.
+    """
+
+    name: str
+    label: str
+    encoder: str
+    muxer: str
+    extension: str
+    content_type: str
+    copies: str
+    sample_rates: tuple[int, ...]
+    bitrates: range | tuple[int, ...] | None = None
+    default_bitrate: int | None = None
+    qualities: range | None = None
+
+    @property
+    def lossless(self) -> bool:
+        """Tell whether the format keeps every sample (and so has no bitrate)."""
+        return self.bitrates is None
+
+
+DEFAULT_FORMAT = "mp3"
+FORMATS: dict[str, Format] = {
+    output.name: output
+    for output in (
+        Format(
+            name="mp3",
+            label="MP3",
+            encoder="libmp3lame",
+            muxer="mp3",
+            extension="mp3",
+            content_type="audio/mpeg",
+            copies="mp3",
+            sample_rates=SAMPLE_RATES,
+            bitrates=BITRATES_KBPS,
+            default_bitrate=DEFAULT_BITRATE_KBPS,
+            qualities=VBR_QUALITIES,
+        ),
+        # ffmpeg's native AAC encoder, CBR only: its VBR mode is experimental. The
+        # ipod muxer writes an M4A (brand "M4A ") with its tags in an ilst atom.
+        Format(
+            name="m4a",
+            label="M4A",
+            encoder="aac",
+            muxer="ipod",
+            extension="m4a",
+            content_type="audio/mp4",
+            copies="aac",
+            sample_rates=SAMPLE_RATES,
+            bitrates=range(16, 321),
+            default_bitrate=DEFAULT_BITRATE_KBPS,
+        ),
+        # libopus is VBR around the bitrate given; it has no quality scale.
+        Format(
+            name="opus",
+            label="Opus",
+            encoder="libopus",
+            muxer="opus",
+            extension="opus",
+            content_type="audio/ogg",
+            copies="opus",
+            sample_rates=OPUS_SAMPLE_RATES,
+            bitrates=range(6, 511),
+            default_bitrate=128,
+        ),
+        Format(
+            name="flac",
+            label="FLAC",
+            encoder="flac",
+            muxer="flac",
+            extension="flac",
+            content_type="audio/flac",
+            copies="flac",
+            sample_rates=SAMPLE_RATES,
+        ),
+        Format(
+            name="wav",
+            label="WAV",
+            encoder="pcm_s16le",
+            muxer="wav",
+            extension="wav",
+            content_type="audio/wav",
+            copies="pcm_s16le",
+            sample_rates=SAMPLE_RATES,
+        ),
+    )
+}
+
+
+def format_named(name: str | None) -> Format:
+    """Return the format a job record names, MP3 for a record without one."""
+    return FORMATS[name or DEFAULT_FORMAT]
 
 
 class InvalidOption(PermanentError):
@@ -35,12 +140,15 @@ class InvalidOption(PermanentError):
 
 @dataclass(frozen=True)
 class Options:
-    """How to make the MP3; None means the default: 192 kbit/s CBR, the source's rate and channels.
+    """How to make the output; None means the default: an MP3 at 192 kbit/s CBR, the source's
+    rate and channels.
 
     ``bitrate`` (kbit/s, CBR) and ``quality`` (LAME VBR, 0 best to 9 smallest)
-    exclude each other. ``start``/``end`` trim the input, in seconds.
+    exclude each other, and each format takes only some (``FORMATS``).
+    ``start``/``end`` trim the input, in seconds.
     """
 
+    format: str | None = None
     bitrate: int | None = None
     quality: int | None = None
     sample_rate: int | None = None
@@ -52,11 +160,14 @@ class Options:
     album: str | None = None
 
     def __post_init__(self) -> None:
-        _check_choice("bitrate", self.bitrate, BITRATES_KBPS)
-        _check_choice("quality", self.quality, VBR_QUALITIES)
+        if self.format is not None and self.format not in FORMATS:
+            raise _invalid("format", f"must be one of {', '.join(FORMATS)}, got {self.format!r}")
+        output = self.output
+        _check_allowed("bitrate", self.bitrate, output.bitrates, output)
+        _check_allowed("quality", self.quality, output.qualities, output)
         if self.bitrate is not None and self.quality is not None:
             raise _invalid("quality", "choose either a bitrate (CBR) or a quality (VBR), not both")
-        _check_choice("sample_rate", self.sample_rate, SAMPLE_RATES)
+        _check_choice("sample_rate", self.sample_rate, output.sample_rates, output)
         _check_choice("channels", self.channels, CHANNELS)
         for name in ("start", "end"):
             _check_seconds(name, getattr(self, name))
@@ -96,6 +207,11 @@ class Options:
         }
 
     @property
+    def output(self) -> Format:
+        """Return the output format (MP3 unless one is chosen)."""
+        return format_named(self.format)
+
+    @property
     def trimmed(self) -> bool:
         """Tell whether a start or end trim is set."""
         return self.start is not None or self.end is not None
@@ -105,13 +221,34 @@ def _invalid(name: str, problem: str) -> InvalidOption:
     return InvalidOption(name, f"invalid option '{name}': {problem}")
 
 
-def _check_choice(name: str, value: object, choices: range | tuple[int, ...]) -> None:
+def _check_allowed(
+    name: str,
+    value: object,
+    choices: range | tuple[int, ...] | None,
+    output: Format,
+) -> None:
+    """Refuse an option the format's encoder does not take, or a value out of its range."""
+    if value is None:
+        return
+    if choices is None:
+        if output.lossless:
+            refusal = "is lossless: it takes no bitrate or quality"
+        else:
+            refusal = "takes a bitrate, not a VBR quality"
+        raise _invalid(name, f"{output.label} {refusal}")
+    _check_choice(name, value, choices, output)
+
+
+def _check_choice(
+    name: str, value: object, choices: range | tuple[int, ...], output: Format | None = None
+) -> None:
     if value is not None and (isinstance(value, bool) or value not in choices):
         if isinstance(choices, range):
             allowed = f"a whole number from {choices.start} to {choices.stop - 1}"
         else:
             allowed = "one of " + ", ".join(map(str, choices))
-        raise _invalid(name, f"must be {allowed}, got {value!r}")
+        scope = "" if output is None or output.name == DEFAULT_FORMAT else f" for {output.label}"
+        raise _invalid(name, f"must be {allowed}{scope}, got {value!r}")
 
 
 def _check_seconds(name: str, value: object) -> None:
@@ -164,6 +301,12 @@ def _seconds(name: str, value: object) -> float:
     raise _invalid(name, f"must be a time like 90, 1:30 or 1:02:03, got {value!r}")
 
 
+def _format_name(name: str, value: object) -> str | None:
+    """Read a format name in any case: "FLAC" is flac."""
+    text = _text(name, value)
+    return text.lower() if text else None
+
+
 def _text(name: str, value: object) -> str | None:
     if not isinstance(value, str):
         raise _invalid(name, f"must be text, got {type(value).__name__}")
@@ -171,6 +314,7 @@ def _text(name: str, value: object) -> str | None:
 
 
 _COERCE: dict[str, Callable[[str, object], Any]] = {
+    "format": _format_name,
     "bitrate": _whole_number,
     "quality": _whole_number,
     "sample_rate": _whole_number,

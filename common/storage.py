@@ -54,10 +54,11 @@ class Upload:
         chunk_size: int,
         *,
         abort_patience: float = 0.0,
+        file_id: ObjectId | None = None,
     ) -> None:
         self._bucket = bucket
         self._abort_patience = abort_patience
-        self._file_id = ObjectId()
+        self._file_id = file_id or ObjectId()
         self._filename = filename
         self._metadata = dict(metadata)
         self._chunk_size = chunk_size
@@ -237,11 +238,19 @@ class Bucket:
         self._indexed = True
 
     def open_upload(
-        self, filename: str, metadata: Mapping[str, Any], *, abort_patience: float = 0.0
+        self,
+        filename: str,
+        metadata: Mapping[str, Any],
+        *,
+        abort_patience: float = 0.0,
+        file_id: ObjectId | None = None,
     ) -> Upload:
-        """Start a new file that is written piece by piece (see ``Upload.abort``)."""
+        """Start a new file that is written piece by piece (see ``Upload.abort``); ``file_id``
+        is the id it gets, when a record already names it (a video imported by URL)."""
         self.ensure_indexes()
-        return Upload(self, filename, metadata, CHUNK_SIZE, abort_patience=abort_patience)
+        return Upload(
+            self, filename, metadata, CHUNK_SIZE, abort_patience=abort_patience, file_id=file_id
+        )
 
     def put_chunk(self, file_id: ObjectId, number: int, data: bytes) -> None:
         """Store chunk ``number`` of a file being assembled across requests; storing it

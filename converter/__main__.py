@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from datetime import timedelta
 
+from common.egress import EgressGuard
 from common.jobs import JobStore
 from common.logs import configure_logging
 from common.messaging import Consumer, Publisher
@@ -35,6 +36,7 @@ def main() -> None:
         cancel=stopping,
         max_media_seconds=config.max_media_seconds,
         stall=stall,
+        guard=EgressGuard(config.egress),
     )
     consumer = Consumer(
         config.rabbit,

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from common.config import PipelineConfig, listen_port, setting, shared
+from common.config import EgressConfig, PipelineConfig, listen_port, setting, shared
 from common.retry import RetryLadder
 from converter.transcode import MAX_MEDIA_SECONDS
 
@@ -54,3 +54,5 @@ class Config(PipelineConfig):
     # A conversion this long without progress fails /health, and
     # Kubernetes restarts the wedged worker.
     stall_after: float = setting("CONVERT_STALL_SECONDS", CONVERT_STALL_SECONDS, minimum=1.0)
+    # Where a video imported by URL may be fetched from (converter.fetch).
+    egress: EgressConfig = field(default_factory=EgressConfig)

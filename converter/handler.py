@@ -17,14 +17,17 @@ from typing import Any
 
 from bson import ObjectId
 
+from common.config import EgressConfig
+from common.egress import EgressGuard
 from common.errors import PermanentError, TransientError
-from common.jobs import DONE, FAILED, JobStore, mp3_filename
+from common.jobs import DONE, FAILED, JobStore, output_filename
 from common.messages import job_id_in, mp3_message, read_video_message
 from common.messaging import Delivery, Publisher
 from common.options import Options
 from common.storage import Storage
 from common.worker import StallWatch
 from converter import metrics
+from converter.fetch import fetch_source
 from converter.transcode import MAX_MEDIA_SECONDS, probe, transcode
 
 log = logging.getLogger(__name__)
@@ -44,8 +47,11 @@ class Converter:
         cancel: threading.Event | None = None,
         max_media_seconds: float = MAX_MEDIA_SECONDS,
         stall: StallWatch | None = None,
+        guard: EgressGuard | None = None,
     ) -> None:
         self._storage = storage
+        # What fetches the videos of jobs imported by URL (converter.fetch).
+        self._guard = guard or EgressGuard(EgressConfig())
         self._jobs = jobs
         self._publisher = publisher
         self._mp3_queue = mp3_queue
@@ -132,14 +138,25 @@ class Converter:
                 options, title=PurePosixPath(job.get("filename") or "").stem or None
             )
         with tempfile.TemporaryDirectory(dir=self._workdir, prefix=f"job-{job_id}-") as tmp:
-            video_path, mp3_path = Path(tmp) / "video", Path(tmp) / "audio.mp3"
+            output = options.output
+            video_path, output_path = Path(tmp) / "video", Path(tmp) / f"audio.{output.extension}"
             with video_path.open("wb") as video_file:
-                self._storage.videos.download_to(job["video_fid"], video_file)
+                if job.get("source_url"):
+                    size = fetch_source(
+                        job,
+                        video_file,
+                        videos=self._storage.videos,
+                        guard=self._guard,
+                        heartbeat=lambda: self._progress(job_id, 0),
+                    )
+                    self._jobs.record_size(job_id, size)
+                else:
+                    self._storage.videos.download_to(job["video_fid"], video_file)
             info = probe(video_path)
             with metrics.CONVERSIONS_ACTIVE.track_inprogress(), self._stall.working():
                 result = transcode(
                     video_path,
-                    mp3_path,
+                    output_path,
                     options,
                     info=info,
                     on_progress=lambda percent: self._progress(job_id, percent),
@@ -149,13 +166,14 @@ class Converter:
                 )
             mode = "copy" if result.stream_copied else "reencode"
             metrics.CONVERSION_SECONDS.labels(mode).observe(result.elapsed)
-            with mp3_path.open("rb") as mp3_file:
+            with output_path.open("rb") as output_file:
                 return self._storage.mp3s.put(
-                    mp3_file,
-                    mp3_filename(job.get("filename")),
+                    output_file,
+                    output_filename(job.get("filename"), output),
                     {
                         "owner": job["owner"],
                         "job_id": job_id,
+                        "format": output.name,
                         "original_filename": job.get("filename"),
                         "video_fid": job["video_fid"],
                     },

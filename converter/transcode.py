@@ -1,10 +1,10 @@
-"""FFmpeg: probe an input file and make an MP3 from its first audio stream.
+"""FFmpeg: probe an input file and make an audio file (MP3 by default) from its first audio stream.
 
 This module is the only place that runs ffmpeg, the binary imageio-ffmpeg
 ships. It works on local paths: the consumer spools the video to a temp file
 first (an MP4/MOV with its index at the end cannot be read from a pipe) and
-stores the MP3 written here, into a regular file so the VBR header can be
-filled in at the end.
+stores the output written here, into a regular file so the MP3's VBR header,
+the M4A's index and the FLAC/WAV sizes can be filled in at the end.
 
 ffmpeg parses untrusted input, so every run (probe and conversion) is
 confined: local files only and an allowlist of demuxers (no playlists,
@@ -44,7 +44,7 @@ import imageio_ffmpeg
 from moviepy.video.io.ffmpeg_reader import FFmpegInfosParser
 
 from common.errors import PermanentError, TransientError
-from common.options import DEFAULT_BITRATE_KBPS, Options
+from common.options import Options
 from common.procs import cpu_seconds
 
 log = logging.getLogger(__name__)
@@ -115,9 +115,11 @@ WALL_FLOOR_S = 120.0
 # this much address space its allocations fail, rather than the OOM killer
 # striking inside the pod.
 MEMORY_LIMIT_BYTES = 768 * 1024**2
-# The MP3 bound: 320 kbit/s (the highest MP3 bitrate) for the longest allowed
-# duration, plus room for tags and headers.
-MP3_MAX_BYTES_PER_SECOND = 320_000 // 8
+# The output's bound, for the longest allowed duration plus room for tags and
+# headers: its format's top bitrate (320 kbit/s for MP3) or a copied source's
+# when higher; for FLAC and WAV 4 bytes (32-bit samples, the most a copied FLAC
+# holds) per sample and channel.
+LOSSLESS_MAX_BYTES_PER_SAMPLE = 4
 _OUTPUT_SLACK_BYTES = 1024**2
 # ffmpeg's -t runs this far past the limit, so that reaching it means "longer".
 _DURATION_MARGIN_S = 1.0
@@ -376,8 +378,12 @@ def _channel_count(stream_details: str) -> int | None:
 
 
 def needs_reencode(options: Options, info: MediaInfo) -> bool:
-    """Tell whether the audio must be encoded afresh rather than copied as it is."""
-    if info.audio_codec != "mp3":
+    """Tell whether the audio must be encoded afresh rather than copied as it is.
+
+    A copy needs the source's codec to be the output format's (AAC for M4A, Opus
+    for Opus...) and no option that changes the sound.
+    """
+    if info.audio_codec != options.output.copies:
         return True
     if options.bitrate is not None or options.quality is not None:
         return True
@@ -407,7 +413,7 @@ class ConversionLimits:
     max_seconds: float
     output_bytes: int
     process: ProcessLimits
-    # How long the MP3 should be (the part converted), None when the input does not say.
+    # How long the output should be (the part converted), None when the input does not say.
     expected: float | None = None
 
 
@@ -434,7 +440,7 @@ def conversion_limits(
             f"longer than {_limit_phrase(allowed, max_media_seconds, info)}"
         )
     seconds = allowed if expected is None else expected
-    output_bytes = math.ceil(allowed * MP3_MAX_BYTES_PER_SECOND) + _OUTPUT_SLACK_BYTES
+    output_bytes = math.ceil(allowed * _max_bytes_per_second(info, options)) + _OUTPUT_SLACK_BYTES
     return ConversionLimits(
         max_seconds=allowed,
         expected=expected,
@@ -446,6 +452,20 @@ def conversion_limits(
             file_bytes=output_bytes + _OUTPUT_SLACK_BYTES,
         ),
     )
+
+
+def _max_bytes_per_second(info: MediaInfo, options: Options) -> float:
+    """Return the most bytes a second of the output can take in its format."""
+    output = options.output
+    if output.lossless:
+        rate = options.sample_rate or info.audio_sample_rate or 48_000
+        channels = options.channels or info.audio_channels or 2
+        return rate * channels * LOSSLESS_MAX_BYTES_PER_SAMPLE
+    top = max(output.bitrates or (0,)) * 1000 / 8
+    if needs_reencode(options, info):
+        return top
+    # A copied stream keeps the source's bitrate, which may be above what we encode at.
+    return max(top, (info.audio_bitrate or 0) * 1000 / 8)
 
 
 def _weight(info: MediaInfo) -> float:
@@ -495,11 +515,11 @@ def transcode(
     cancel: threading.Event | None = None,
     max_media_seconds: float = MAX_MEDIA_SECONDS,
 ) -> TranscodeResult:
-    """Write an MP3 of the first audio stream of ``src`` to the regular file ``dst``.
+    """Write the first audio stream of ``src`` in the options' format to the regular file ``dst``.
 
     ``info`` saves a probe the caller already made. ``on_progress(percent)``
     is called on this thread, at most every ``PROGRESS_INTERVAL_S``, and with
-    100 once the MP3 is complete and checked; ``heartbeat()`` each time ffmpeg
+    100 once the output is complete and checked; ``heartbeat()`` each time ffmpeg
     reports more audio written, known length or not. Setting ``cancel`` kills
     ffmpeg at once. The part converted may last ``max_media_seconds``
     (``conversion_limits`` says what else bounds the run). On any failure
@@ -508,7 +528,7 @@ def transcode(
     Raises:
         PermanentError: the input is not media or not an allowed format, has no
             audio, is truncated or corrupt, is longer than the limit, costs
-            more CPU or makes a bigger MP3 than its bounds, or the trim starts
+            more CPU or makes a bigger output than its bounds, or the trim starts
             past its end.
         TransientError: ffmpeg cannot be run or was killed, missed its
             deadline, the machine is out of space, or ``cancel`` was set.
@@ -560,7 +580,8 @@ def transcode(
         _remove_partial(dst_path)
         raise
     log.info(
-        "made an MP3 of %s, %s bytes, in %.2f s",
+        "made the %s output of %s, %s bytes, in %.2f s",
+        options.output.label,
         _length(result.duration),
         result.output_bytes,
         result.elapsed,
@@ -576,7 +597,7 @@ def _check_bounds(
     options: Options,
     max_media_seconds: float,
 ) -> None:
-    """Refuse an MP3 that ffmpeg's own ``-fs`` or ``-t`` bound cut short.
+    """Refuse an output that ffmpeg's own ``-fs`` or ``-t`` bound cut short.
 
     Both stop ffmpeg cleanly with exit status 0, so only the result tells.
     Either is the input's fault: a file of unknown length ran past the limit,
@@ -586,7 +607,9 @@ def _check_bounds(
         PermanentError: naming the bound.
     """
     if output_bytes >= limits.output_bytes:
-        raise PermanentError(f"the MP3 would exceed the {_megabytes(limits.output_bytes)} limit")
+        raise PermanentError(
+            f"the {options.output.label} would exceed the {_megabytes(limits.output_bytes)} limit"
+        )
     if out_time is not None and out_time > limits.max_seconds + _DURATION_MARGIN_S / 2:
         raise PermanentError(
             f"the {_subject(info, options)} is longer than "
@@ -611,7 +634,7 @@ def _existing_file(path: str | os.PathLike[str]) -> str:
 
 
 def _expected_duration(info: MediaInfo, options: Options) -> float | None:
-    """Return how long the MP3 should be, or None when the input does not say.
+    """Return how long the output should be, or None when the input does not say.
 
     Raises:
         PermanentError: the trim starts at or past the end of the input.
@@ -648,20 +671,26 @@ def _command(
     if options.end is not None:
         command += ["-to", _timestamp(round(options.end * 1e6))]
     command += [*_input_restrictions(), "-i", src, "-map", "0:a:0", "-vn", "-sn", "-dn"]
+    # The source stream's own tags (a WebM's DURATION, an MP4's handler) would become
+    # an Ogg or FLAC file's comments, and be wrong after a trim; the file's tags stay.
+    command += ["-map_metadata:s:a", "-1"]
     if start_us > seek_us:
         command += ["-ss", _timestamp(start_us - seek_us)]
+    output = options.output
     if copy:
         command += ["-c:a", "copy"]
     else:
-        command += ["-c:a", "libmp3lame"]
+        command += ["-c:a", output.encoder]
         if options.quality is not None:
             command += ["-q:a", str(options.quality)]
-        else:
-            command += ["-b:a", f"{options.bitrate or DEFAULT_BITRATE_KBPS}k"]
+        elif output.default_bitrate is not None:
+            command += ["-b:a", f"{options.bitrate or output.default_bitrate}k"]
         if options.sample_rate is not None:
             command += ["-ar", str(options.sample_rate)]
         if options.channels is not None:
             command += ["-ac", str(options.channels)]
+    # Each muxer writes these its own way: ID3v2 frames in an MP3, an ilst atom
+    # in an M4A, Vorbis comments in Opus and FLAC, a RIFF INFO list in a WAV.
     for tag in ("title", "artist", "album"):
         value = getattr(options, tag)
         if value is not None:
@@ -669,8 +698,17 @@ def _command(
     # The output's own bounds: ffmpeg stops cleanly at either (_check_bounds).
     command += ["-t", f"{limits.max_seconds + _DURATION_MARGIN_S:.3f}"]
     command += ["-fs", str(limits.output_bytes)]
-    # ID3v2.3 because v2.4 tags are still unread by some car stereos and players.
-    command += ["-id3v2_version", "3", "-f", "mp3", dst]
+    if output.name == "mp3":
+        # ID3v2.3 because v2.4 tags are still unread by some car stereos and players.
+        command += ["-id3v2_version", "3"]
+    elif output.name == "m4a":
+        # The index first, so a player can start before the whole download is in.
+        command += ["-movflags", "+faststart"]
+    elif output.name == "wav":
+        # RIFF sizes are 32-bit: past 4 GiB (6 hours of 48 kHz 16-bit stereo is 4.1 GB)
+        # only an RF64 header still tells the truth.
+        command += ["-rf64", "auto"]
+    command += ["-f", output.muxer, dst]
     return command
 
 
@@ -843,7 +881,7 @@ def _raise_for_exit(
         return
     log.warning("ffmpeg exited with status %s: %s", returncode, _tail(stderr_lines))
     if returncode == -signal.SIGXFSZ:
-        raise PermanentError(f"the MP3 would exceed the {_megabytes(limits.file_bytes)} limit")
+        raise PermanentError(f"the output would exceed the {_megabytes(limits.file_bytes)} limit")
     if returncode < 0:
         raise TransientError(f"ffmpeg was killed by {signal.Signals(-returncode).name}")
     if any("not on whitelist" in line for line in stderr_lines):
@@ -902,7 +940,7 @@ def _tail(lines: list[str]) -> str:
 def _check_complete(
     duration: float | None, expected: float | None, info: MediaInfo, options: Options
 ) -> None:
-    """Refuse an MP3 much shorter than the input says it should be.
+    """Refuse an output much shorter than the input says it should be.
 
     Raises:
         PermanentError: the input ended early, so it is truncated or corrupt.
@@ -924,4 +962,4 @@ def _remove_partial(path: str) -> None:
     except FileNotFoundError:
         pass
     except OSError as exc:
-        log.warning("cannot remove the partial MP3 %s: %s", path, exc)
+        log.warning("cannot remove the partial output %s: %s", path, exc)

@@ -13,7 +13,7 @@ from common.logs import configure_logging
 from common.messaging import Publisher
 from common.storage import Storage
 from common.tokens import TokenVerifier
-from gateway import tus, views, web
+from gateway import imports, tus, views, web
 from gateway.auth_client import AuthClient
 from gateway.config import Config
 from gateway.intake import Intake
@@ -76,5 +76,6 @@ def create_app(config: Config | None = None) -> Flask:
     app.before_request(app.extensions[EXTENSION].resumable.keep_sweeping)
     app.register_blueprint(views.bp)
     app.register_blueprint(tus.bp)
+    app.register_blueprint(imports.bp)
     app.register_blueprint(web.bp)
     return app

@@ -17,7 +17,7 @@ CLI show a real progress bar. tests/gateway/test_archive.py holds it to the byte
 Everything that can refuse the request (ids, ownership, status, missing files) is
 checked before the response starts: once the first byte is out, an error can only cut
 the connection. What a job contributes comes from ``outputs_of`` alone: today its one
-MP3; the tracks of a split job (issue 16, item 4) join there.
+MP3; the tracks of a job split by chapters will join there.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from common.http.errors import ApiError
-from common.jobs import DONE, JobStore, mp3_filename
+from common.jobs import DONE, JobStore, output_filename, output_format
 from common.mongo import FileNotFound
 from common.storage import Bucket
 
@@ -58,7 +58,7 @@ _ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
 
 @dataclass(frozen=True, slots=True)
 class Output:
-    """One file a finished job produced: its id in the MP3 bucket and its download name."""
+    """One file a finished job produced: its id in the outputs' bucket and its download name."""
 
     fid: Any
     name: str
@@ -75,8 +75,8 @@ class Entry:
 
 
 def outputs_of(job: Mapping[str, Any]) -> list[Output]:
-    """Return the files a done job offers for download (today its one MP3)."""
-    return [Output(job["mp3_fid"], mp3_filename(job.get("filename")))]
+    """Return the files a done job offers for download (today its one output, in its format)."""
+    return [Output(job["mp3_fid"], output_filename(job.get("filename"), output_format(job)))]
 
 
 def requested_jobs(job_ids: Sequence[str], owner: str, jobs: JobStore) -> list[dict[str, Any]]:

@@ -1,7 +1,7 @@
 """Accept a video into the pipeline: the one path every way a video arrives goes through.
 
 A transport (the multipart ``POST /upload``; resumable uploads at ``/files/``,
-``gateway.tus``; later imports by URL) reads what the client asked for with
+``gateway.tus``; imports by URL, ``gateway.imports``) reads what the client asked for with
 ``read_submission`` before it stores a byte, asks ``Intake.room_for`` how much the
 caller may still store, writes the bytes into storage (``Intake.new_video``, or
 chunk by chunk across requests in ``gateway.resumable``), and hands the stored
@@ -119,7 +119,15 @@ class StoredVideo:
 
     video_fid: ObjectId
     filename: str
-    size: int
+    size: int | None  # None for a video imported by URL until the converter fetches it
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """Where the converter fetches a video imported by URL, and the most it may store."""
+
+    url: str
+    max_bytes: int
 
 
 class Intake:
@@ -165,9 +173,17 @@ class Intake:
         )
 
     def accept(
-        self, *, job_id: str, owner: str, video: StoredVideo, submission: Submission
+        self,
+        *,
+        job_id: str,
+        owner: str,
+        video: StoredVideo,
+        submission: Submission,
+        source: Source | None = None,
     ) -> dict[str, Any]:
         """Record the job, queue it for conversion and mark it enqueued; return the job.
+
+        ``source``: the video is not stored yet; the converter fetches it from there.
 
         Raises:
             TransientError: MongoDB or the broker failed; what was stored is removed
@@ -183,6 +199,8 @@ class Intake:
                 options=submission.options,
                 callback_url=submission.callback_url,
                 clip_start=submission.clip_start,
+                source_url=source.url if source else None,
+                source_max_bytes=source.max_bytes if source else None,
             )
             message = video_message(job)
             self._publisher.publish(self._video_queue, message.body, message_id=message.message_id)

@@ -39,9 +39,9 @@ from common.errors import TransientError
 from common.http.errors import ApiError
 from common.jobs import JobStore
 from common.mongo import translate_errors, utcnow
+from common.sniff import SNIFF_BYTES, sniff_container
 from common.storage import CHUNK_SIZE, RESUMABLE_UPLOADS, Storage
 from gateway.intake import Submission
-from gateway.sniff import SNIFF_BYTES, sniff_container
 
 log = logging.getLogger(__name__)
 

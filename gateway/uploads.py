@@ -30,7 +30,7 @@ from werkzeug.sansio.multipart import (
 )
 
 from common.http.errors import ApiError
-from gateway.sniff import SNIFF_BYTES, sniff_container
+from common.sniff import SNIFF_BYTES, sniff_container
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from werkzeug.http import parse_options_header
 
 from common.errors import TransientError
 from common.http.errors import ApiError
-from common.jobs import DONE, STATUSES, mp3_filename, new_job_id, public_view
+from common.jobs import DONE, STATUSES, new_job_id, output_filename, output_format, public_view
 from common.logs import log_context
 from common.mongo import FileNotFound, utcnow
 from gateway import admin, archive, metrics, quotas
@@ -168,10 +168,13 @@ def download() -> Response:
     except FileNotFound:
         raise _not_found("file") from None
     # The stored chunks go out as they are read (no sendfile: they are not in a file).
+    output = output_format(job)
     response = Response(
-        svc.storage.mp3s.reader(grid_out), mimetype="audio/mpeg", direct_passthrough=True
+        svc.storage.mp3s.reader(grid_out), mimetype=output.content_type, direct_passthrough=True
     )
-    response.headers["Content-Disposition"] = attachment(mp3_filename(job.get("filename")))
+    response.headers["Content-Disposition"] = attachment(
+        output_filename(job.get("filename"), output)
+    )
     response.headers["Cache-Control"] = "private, max-age=0"
     response.set_etag(str(job["mp3_fid"]))
     response.last_modified = grid_out.upload_date

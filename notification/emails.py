@@ -13,7 +13,7 @@ from email.message import EmailMessage
 from typing import Any
 from urllib.parse import urlencode
 
-from common.jobs import DONE
+from common.jobs import DONE, output_filename, output_format
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
 MAX_SUBJECT_NAME = 80
@@ -49,11 +49,15 @@ def compose(job: Mapping[str, Any], *, mail_from: str, public_url: str) -> Email
 
 def _done(job: Mapping[str, Any], filename: str, public_url: str) -> tuple[str, str, str]:
     mp3_fid = str(job["mp3_fid"])
+    output = output_format(job)
+    # The name the download is saved under, so the reader knows what to look for.
+    saved_as = _one_line(output_filename(job.get("filename"), output))
     link = f"{public_url}/download?{urlencode({'fid': mp3_fid})}"
-    subject = f"Your MP3 is ready: {_one_line(filename, MAX_SUBJECT_NAME)}"
+    subject = f"Your {output.label} is ready: {_one_line(filename, MAX_SUBJECT_NAME)}"
     text = (
         f"Hello,\n\n"
-        f'"{filename}" has been converted to MP3.\n\n'
+        f'"{filename}" has been converted to {output.label}.\n\n'
+        f"File: {saved_as}\n"
         f"fid: {mp3_fid}\n"
         f"Download: {link}\n\n"
         f"The download link needs your login token, for example:\n"
@@ -62,9 +66,9 @@ def _done(job: Mapping[str, Any], filename: str, public_url: str) -> tuple[str, 
     )
     body_html = (
         f"<p>Hello,</p>"
-        f"<p><strong>{html.escape(filename)}</strong> has been converted to MP3.</p>"
+        f"<p><strong>{html.escape(filename)}</strong> has been converted to {output.label}.</p>"
         f"<p>fid: <code>{html.escape(mp3_fid)}</code><br>"
-        f'<a href="{html.escape(link)}">Download the MP3</a> (log in first)</p>'
+        f'<a href="{html.escape(link)}">Download {html.escape(saved_as)}</a> (log in first)</p>'
         f"<p>-- video2mp3</p>"
     )
     return subject, text, body_html
@@ -73,10 +77,11 @@ def _done(job: Mapping[str, Any], filename: str, public_url: str) -> tuple[str, 
 def _failed(job: Mapping[str, Any], filename: str) -> tuple[str, str, str]:
     reason = _one_line(str(job.get("error") or "the conversion failed"))
     job_id = str(job["_id"])
+    label = output_format(job).label
     subject = f"We could not convert {_one_line(filename, MAX_SUBJECT_NAME)}"
     text = (
         f"Hello,\n\n"
-        f'We could not convert "{filename}" to MP3.\n\n'
+        f'We could not convert "{filename}" to {label}.\n\n'
         f"Reason: {reason}\n"
         f"Job: {job_id}\n\n"
         f"You can upload the file again once the problem is fixed.\n\n"
@@ -84,7 +89,7 @@ def _failed(job: Mapping[str, Any], filename: str) -> tuple[str, str, str]:
     )
     body_html = (
         f"<p>Hello,</p>"
-        f"<p>We could not convert <strong>{html.escape(filename)}</strong> to MP3.</p>"
+        f"<p>We could not convert <strong>{html.escape(filename)}</strong> to {label}.</p>"
         f"<p>Reason: {html.escape(reason)}<br>Job: <code>{html.escape(job_id)}</code></p>"
         f"<p>-- video2mp3</p>"
     )

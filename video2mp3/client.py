@@ -211,6 +211,18 @@ class Client:
             expect=("job_id",),
         )
 
+    def import_url(self, url: str, *, options: Mapping[str, str] | None = None) -> dict[str, Any]:
+        """Have the server fetch the video at ``url`` and convert it; return the queued job.
+
+        Raises:
+            ApiError: 400 ``invalid_url`` or ``invalid_option`` (with ``field``); 429 and
+                507 past a quota, as for an upload.
+            AuthenticationError, ConnectionFailed, InvalidServer: see the module.
+        """
+        return self._json(
+            "POST", "/jobs", json={"url": url, "options": dict(options or {})}, expect=("job_id",)
+        )
+
     def create_upload(self, *, length: int, metadata: Mapping[str, str]) -> UploadStatus:
         """Create a resumable upload of ``length`` bytes; ``metadata``: filename and options.
 

@@ -1,4 +1,4 @@
-// The video2mp3 web page: log in, upload with options, watch jobs, download MP3s.
+// The video2mp3 web page: log in, upload with options, watch jobs, download the results.
 // This is the entry module: it wires the others together and starts the page. It uses
 // the same JSON API as every other client; the token lives in this tab's sessionStorage
 // and goes out as a Bearer header. ES modules, no build step: the server pins every
@@ -7,9 +7,11 @@
 import { el } from "./dom.js";
 import { refreshJobs, resetJobs, setUpJobList } from "./jobs.js";
 import { logIn } from "./login.js";
+import { setUpFormatChoice } from "./output-format.js";
 import { clearMessages } from "./messages.js";
 import { endSession, loadSession, onSessionEnd, onSessionStart, startSession } from "./session.js";
 import { chooseFile, setUpUploadForm, stopUpload } from "./upload.js";
+import { setUpUrlImport } from "./url-import.js";
 import { refreshUsage, resetUsage } from "./usage.js";
 
 onSessionStart(() => {
@@ -31,6 +33,8 @@ el.refresh.addEventListener("click", () => {
   refreshUsage();
 });
 setUpUploadForm();
+setUpUrlImport();
+setUpFormatChoice();
 setUpJobList();
 
 const saved = loadSession();

@@ -1,25 +1,26 @@
-// Saving a finished job's MP3, or several jobs' as one ZIP: fetched with the token (a
+// Saving a finished job's output (MP3 or the format it asked for), or several jobs' as one ZIP: fetched with the token (a
 // plain link could not send it), then handed to the browser as a download under the
 // name the server gives it.
 
 import { api } from "./api.js";
 import { clearMessages, showError, showNotice } from "./messages.js";
+import { formatOf } from "./output-format.js";
 
 export async function downloadMp3(job, button) {
   clearMessages();
   button.disabled = true;
   button.textContent = "Downloading…";
   try {
-    const response = await api("GET", job.download_url, { headers: { Accept: "audio/mpeg" } });
+    const response = await api("GET", job.download_url, { headers: { Accept: "audio/*" } });
     const blob = await response.blob();
-    const filename = filenameFrom(response.headers.get("Content-Disposition")) || mp3Name(job.filename);
+    const filename = filenameFrom(response.headers.get("Content-Disposition")) || outputName(job);
     saveBlob(blob, filename);
     showNotice(`Saved ${filename}.`);
   } catch (problem) {
     if (problem.status !== 401) showError(problem.message);
   } finally {
     button.disabled = false;
-    button.textContent = "Download MP3";
+    button.textContent = `Download ${formatOf(job).label}`;
   }
 }
 
@@ -58,9 +59,9 @@ function filenameFrom(disposition) {
   return bare ? bare[1] : null;
 }
 
-function mp3Name(original) {
-  const stem = (original || "audio").replace(/^.*[\\/]/, "").replace(/\.[^.]*$/, "");
-  return `${stem || "audio"}.mp3`;
+function outputName(job) {
+  const stem = (job.filename || "audio").replace(/^.*[\\/]/, "").replace(/\.[^.]*$/, "");
+  return `${stem || "audio"}.${formatOf(job).extension}`;
 }
 
 function saveBlob(blob, filename) {

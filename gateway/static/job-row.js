@@ -3,6 +3,7 @@
 // (jobs.js gives them their clicks).
 
 import { formatBytes, formatClock, formatSeconds } from "./format.js";
+import { formatOf } from "./output-format.js";
 
 export const ACTIVE = new Set(["queued", "processing"]);
 const STATUS_LABELS = {
@@ -36,7 +37,7 @@ export function createRow() {
   const actions = part("div", "job-actions", row);
   const download = part("button", "button primary small", actions);
   download.type = "button";
-  download.textContent = "Download MP3";
+  download.textContent = "Download";
   const remove = part("button", "button ghost small danger", actions);
   remove.type = "button";
   remove.textContent = "Delete";
@@ -77,7 +78,9 @@ export function updateRow(row, job) {
   p.select.setAttribute("aria-label", `Select ${name} for a ZIP`);
 
   p.download.hidden = !done || !job.download_url;
-  p.download.setAttribute("aria-label", `Download the MP3 of ${name}`);
+  const output = formatOf(job).label;
+  if (!p.download.disabled) p.download.textContent = `Download ${output}`;
+  p.download.setAttribute("aria-label", `Download the ${output} of ${name}`);
   p.remove.setAttribute("aria-label", p.remove.dataset.armed ? `Confirm: delete ${name}` : `Delete ${name}`);
 }
 
@@ -94,9 +97,11 @@ function describeJob(job) {
   }
   if (job.size != null) parts.push(formatBytes(job.size));
   const o = job.options || {};
+  const output = formatOf(job);
+  parts.push(output.label);
   if (o.bitrate != null) parts.push(`${o.bitrate} kbit/s`);
   else if (o.quality != null) parts.push(`VBR V${o.quality}`);
-  else parts.push("192 kbit/s");
+  else if (output.bitrates) parts.push(output.encoding.replace(/^Default: /, ""));
   if (o.sample_rate != null) parts.push(`${o.sample_rate / 1000} kHz`);
   if (o.channels != null) parts.push(o.channels === 1 ? "mono" : "stereo");
   if (o.start != null || o.end != null) {

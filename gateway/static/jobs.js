@@ -7,6 +7,7 @@ import { el } from "./dom.js";
 import { downloadMp3, downloadZip } from "./download.js";
 import { ACTIVE, createRow, updateRow } from "./job-row.js";
 import { clearMessages, showError, showNotice } from "./messages.js";
+import { formatOf } from "./output-format.js";
 import { currentSession } from "./session.js";
 import { refreshUsage } from "./usage.js";
 
@@ -141,7 +142,9 @@ function announceChange(job) {
   lastStatus.set(job.job_id, job.status);
   if (!before || before === job.status || !ACTIVE.has(before)) return;
   const name = job.filename || "Your file";
-  if (job.status === "done") showNotice(`${name} is converted: the MP3 is ready to download.`);
+  if (job.status === "done") {
+    showNotice(`${name} is converted: the ${formatOf(job).label} is ready to download.`);
+  }
   if (job.status === "failed") {
     const reason = job.error ? `: ${job.error}` : ".";
     showNotice(`${name} could not be converted${reason}`, { warning: true });

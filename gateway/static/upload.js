@@ -95,7 +95,7 @@ function setUpDropZone() {
   });
 }
 
-function optionFields() {
+export function optionFields() {
   const fields = [];
   const [name, value] = el.encoding.value.split(":");
   if (value) fields.push([name, value]);
@@ -106,7 +106,7 @@ function optionFields() {
   return fields;
 }
 
-function markInvalid(field) {
+export function markInvalid(field) {
   for (const control of el.uploadForm.querySelectorAll("[data-fields]")) {
     const matches = Boolean(field) && control.dataset.fields.split(" ").includes(field);
     if (matches) {

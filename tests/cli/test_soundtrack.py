@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from gateway.sniff import sniff_container
+from common.sniff import sniff_container
 from tests.support.media import (
     audio_packet_hashes,
     ffmpeg_exe,

@@ -211,7 +211,7 @@ def test_the_kernel_stops_a_file_past_its_size_limit(tmp_path: Path) -> None:
     dst = tmp_path / "out.mp3"
     limits = ProcessLimits(cpu_seconds=600, wall_seconds=600.0, file_bytes=100_000)
 
-    with pytest.raises(PermanentError, match=r"^the MP3 would exceed the 0\.1 MB limit$"):
+    with pytest.raises(PermanentError, match=r"^the output would exceed the 0\.1 MB limit$"):
         run_ffmpeg(endless_encode(dst), limits, paths=(str(tmp_path / "in"), str(dst)))
 
     assert dst.stat().st_size <= 100_000

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import array
+import dataclasses
 import os
 import random
+import re
 import signal
 import threading
 import time
@@ -16,7 +18,13 @@ import pytest
 
 from common.errors import PermanentError, TransientError
 from common.options import Options
-from converter.transcode import MediaInfo, needs_reencode, probe, transcode
+from converter.transcode import (
+    MediaInfo,
+    conversion_limits,
+    needs_reencode,
+    probe,
+    transcode,
+)
 from tests.support import media
 from tests.support.media import ffmpeg_children
 from video2mp3 import soundtrack
@@ -284,6 +292,16 @@ def test_id3_tags_are_written(tmp_path: Path, audio_codec: str) -> None:
         ({"start": 0, "end": "12.25"}, Options(start=0.0, end=12.25)),
         ({"bitrate": "", "quality": None, "title": "  Song  "}, Options(title="Song")),
         ({"title": "   "}, Options()),
+        ({"format": " FLAC "}, Options(format="flac")),
+        ({"format": "mp3", "quality": "2"}, Options(format="mp3", quality=2)),
+        ({"format": "m4a", "bitrate": "16"}, Options(format="m4a", bitrate=16)),
+        ({"format": "m4a", "bitrate": "320"}, Options(format="m4a", bitrate=320)),
+        ({"format": "opus", "bitrate": 6}, Options(format="opus", bitrate=6)),
+        ({"format": "opus", "bitrate": "510"}, Options(format="opus", bitrate=510)),
+        ({"format": "opus", "sample_rate": "8000"}, Options(format="opus", sample_rate=8000)),
+        ({"format": "flac", "sample_rate": 22050}, Options(format="flac", sample_rate=22050)),
+        ({"format": "wav", "channels": 1}, Options(format="wav", channels=1)),
+        ({"format": ""}, Options()),
     ],
 )
 def test_options_from_dict_reads_json_and_form_values(raw: dict | None, expected: Options) -> None:
@@ -326,10 +344,46 @@ def test_options_to_dict_holds_only_what_was_set() -> None:
         ({"artist": 5}, "artist"),
         ({"album": "a\x00b"}, "album"),
         ({"speed": 2}, "speed"),
+        ({"format": "ogg"}, "format"),
+        ({"format": 3}, "format"),
+        ({"format": "m4a", "bitrate": 15}, "bitrate"),
+        ({"format": "m4a", "bitrate": 321}, "bitrate"),
+        ({"format": "m4a", "quality": 2}, "quality"),
+        ({"format": "opus", "bitrate": 5}, "bitrate"),
+        ({"format": "opus", "bitrate": 511}, "bitrate"),
+        ({"format": "opus", "quality": 5}, "quality"),
+        ({"format": "opus", "sample_rate": 44100}, "sample_rate"),
+        ({"format": "opus", "channels": 3}, "channels"),
+        ({"format": "flac", "bitrate": 192}, "bitrate"),
+        ({"format": "flac", "quality": 0}, "quality"),
+        ({"format": "flac", "sample_rate": 96000}, "sample_rate"),
+        ({"format": "wav", "bitrate": 320}, "bitrate"),
+        ({"format": "wav", "quality": 9}, "quality"),
+        ({"format": "mp3", "bitrate": 6}, "bitrate"),
     ],
 )
 def test_invalid_options_are_permanent_errors_naming_the_field(raw: dict, field: str) -> None:
-    with pytest.raises(PermanentError, match=f"'{field}'"):
+    with pytest.raises(PermanentError, match=f"'{field}'") as caught:
+        Options.from_dict(raw)
+    assert caught.value.field == field
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ({"format": "flac", "bitrate": 192}, "'bitrate': FLAC is lossless: it takes no bitrate"),
+        ({"format": "wav", "quality": 2}, "'quality': WAV is lossless: it takes no bitrate"),
+        ({"format": "m4a", "quality": 2}, "'quality': M4A takes a bitrate, not a VBR quality"),
+        ({"format": "opus", "bitrate": 511}, "from 6 to 510 for Opus, got 511"),
+        ({"format": "opus", "sample_rate": 44100}, "8000, 12000, 16000, 24000, 48000 for Opus"),
+        (
+            {"bitrate": 100},
+            "one of 32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320, got",
+        ),
+    ],
+)
+def test_a_format_refuses_what_its_encoder_does_not_take_in_words(raw: dict, message: str) -> None:
+    with pytest.raises(PermanentError, match=re.escape(message)):
         Options.from_dict(raw)
 
 
@@ -362,12 +416,151 @@ MP3_SOURCE = MediaInfo(
         (Options(start=1.0), MP3_SOURCE, True),
         (Options(end=5.0), MP3_SOURCE, True),
         (Options(), MediaInfo("mov,mp4,m4a,3gp,3g2,mj2", 10.0, True, True, "aac"), True),
+        (Options(format="m4a"), MediaInfo("mov", 10.0, True, True, "aac"), False),
+        (Options(format="m4a", bitrate=128), MediaInfo("mov", 10.0, True, True, "aac"), True),
+        (Options(format="opus"), MediaInfo("webm", 10.0, True, True, "opus", 48000, 2), False),
+        (
+            Options(format="opus", sample_rate=24000),
+            MediaInfo("webm", 10.0, True, True, "opus", 48000, 2),
+            True,
+        ),
+        (Options(format="flac"), MediaInfo("flac", 10.0, False, True, "flac"), False),
+        (Options(format="flac"), MP3_SOURCE, True),
+        (Options(format="wav"), MediaInfo("wav", 10.0, False, True, "pcm_s16le"), False),
+        (Options(format="wav"), MediaInfo("wav", 10.0, False, True, "pcm_f32le"), True),
+        (Options(format="m4a"), MP3_SOURCE, True),
+        (Options(format="opus"), MediaInfo("webm", 10.0, True, True, "vorbis"), True),
     ],
 )
 def test_stream_copy_only_when_nothing_asks_for_re_encoding(
     options: Options, info: MediaInfo, reencode: bool
 ) -> None:
     assert needs_reencode(options, info) is reencode
+
+
+# --- output formats ----------------------------------------------------------
+
+TAGS = {"title": "Ünïcode — “quoted” ♪", "artist": "A = B; C #1", "album": "Back\\slash"}
+# format: (ffmpeg's container name, codec, where ffmpeg shows the tags, the raw tag block)
+OUTPUTS = {
+    "mp3": ("mp3", "mp3", None, b"ID3\x03"),
+    "m4a": ("mov,mp4,m4a,3gp,3g2,mj2", "aac", None, b"ilst"),
+    "opus": ("ogg", "opus", "a:0", b"OpusTags"),
+    "flac": ("flac", "flac", None, b"fLaC"),
+    "wav": ("wav", "pcm_s16le", None, b"INFO"),
+}
+
+
+@pytest.mark.parametrize(
+    ("output", "options", "rate", "channels"),
+    [
+        ("mp3", {"bitrate": 128, "sample_rate": 22050}, 22050, 2),
+        ("m4a", {"bitrate": 96, "channels": 1}, 44100, 1),
+        # Opus decodes at 48 kHz whatever rate it was coded at.
+        ("opus", {"bitrate": 64, "sample_rate": 24000, "channels": 1}, 48000, 1),
+        ("flac", {"sample_rate": 48000}, 48000, 2),
+        ("wav", {"channels": 1, "sample_rate": 16000}, 16000, 1),
+    ],
+)
+def test_each_output_format_is_encoded_with_its_codec_container_and_tags(
+    tmp_path: Path, output: str, options: dict, rate: int, channels: int
+) -> None:
+    src = media.make_video(tmp_path / "clip.webm", size=SMALL, audio_codec="libvorbis")
+    dst = tmp_path / f"out.{output}"
+    container, codec, tag_stream, tag_block = OUTPUTS[output]
+
+    result = transcode(src, dst, Options(format=output, **options, **TAGS))
+
+    assert not result.stream_copied
+    assert f"Input #0, {container}, from" in media.describe(dst)
+    stream = media.audio_stream(dst)
+    assert re.match(rf"{codec}\b", stream)
+    assert f"{rate} Hz, {'mono' if channels == 1 else 'stereo'}" in stream
+    assert media.probe_duration(dst) == pytest.approx(SECONDS, abs=0.1)
+    tags = media.read_tags(dst, stream=tag_stream)
+    assert {key: tags.get(key) for key in TAGS} == TAGS
+    assert "duration" not in tags  # the WebM stream's own tag stays behind
+    assert tag_block in dst.read_bytes()[:4096]
+
+
+def test_m4a_is_an_itunes_audio_file_with_its_index_first(tmp_path: Path) -> None:
+    src = media.make_video(tmp_path / "clip.webm", size=SMALL, audio_codec="libvorbis")
+    dst = tmp_path / "out.m4a"
+
+    transcode(src, dst, Options(format="m4a"))
+
+    assert media.read_tags(dst)["major_brand"] == "M4A "
+    boxes = media.mp4_boxes(dst)
+    assert boxes[0] == "ftyp"
+    assert boxes.index("moov") < boxes.index("mdat")
+
+
+@pytest.mark.parametrize(
+    ("name", "audio_codec", "output"),
+    [
+        ("clip.mkv", "aac", "m4a"),
+        ("clip.mp4", "aac", "m4a"),
+        ("clip.webm", "libopus", "opus"),
+        ("clip.mkv", "libmp3lame", "mp3"),
+        ("clip.mkv", "flac", "flac"),
+    ],
+)
+def test_the_sources_codec_is_copied_into_the_same_format(
+    tmp_path: Path, name: str, audio_codec: str, output: str
+) -> None:
+    src = media.make_video(tmp_path / name, size=SMALL, audio_codec=audio_codec)
+    dst = tmp_path / f"out.{output}"
+
+    result = transcode(src, dst, Options(format=output, title="Copied"))
+
+    assert result.stream_copied
+    assert media.audio_packet_hashes(dst) == media.audio_packet_hashes(src)
+    assert f"Input #0, {OUTPUTS[output][0]}, from" in media.describe(dst)
+    assert media.read_tags(dst, stream=OUTPUTS[output][2])["title"] == "Copied"
+    assert media.probe_duration(dst) == pytest.approx(SECONDS, abs=0.1)
+
+
+@pytest.mark.parametrize(
+    ("output", "options"),
+    [("m4a", {"bitrate": 96}), ("opus", {"channels": 1}), ("flac", {"start": 1.0})],
+)
+def test_an_option_that_changes_the_sound_re_encodes_a_copyable_source(
+    tmp_path: Path, output: str, options: dict
+) -> None:
+    codec = {"m4a": "aac", "opus": "libopus", "flac": "flac"}[output]
+    src = media.make_video(tmp_path / "clip.mkv", size=SMALL, audio_codec=codec)
+    dst = tmp_path / f"out.{output}"
+
+    result = transcode(src, dst, Options(format=output, **options))
+
+    assert not result.stream_copied
+    assert media.audio_packet_hashes(dst) != media.audio_packet_hashes(src)
+    assert media.audio_stream(dst).startswith(OUTPUTS[output][1])
+
+
+def test_the_size_bound_follows_the_format() -> None:
+    """The shipped 6-hour limit: 48 kHz stereo WAV may take 4 bytes per sample, Opus 510 kbit/s."""
+    info = MediaInfo("matroska,webm", 6 * 3600.0, True, True, "vorbis", 48000, 2, 160)
+    six_hours = 21_600
+
+    assert conversion_limits(info, Options()).output_bytes == six_hours * 40_000 + 1024**2
+    assert conversion_limits(info, Options(format="wav")).output_bytes == (
+        six_hours * 48_000 * 2 * 4 + 1024**2
+    )
+    assert conversion_limits(info, Options(format="flac", channels=1)).output_bytes == (
+        six_hours * 48_000 * 4 + 1024**2
+    )
+    assert conversion_limits(info, Options(format="opus")).output_bytes == (
+        six_hours * 510_000 // 8 + 1024**2
+    )
+    loud = dataclasses.replace(info, audio_codec="aac", audio_bitrate=512)
+    assert conversion_limits(loud, Options(format="m4a")).output_bytes == (
+        six_hours * 512_000 // 8 + 1024**2
+    )
+    # Re-encoded, the source's bitrate no longer counts: ours is at most 320 kbit/s.
+    assert conversion_limits(loud, Options(format="m4a", channels=1)).output_bytes == (
+        six_hours * 320_000 // 8 + 1024**2
+    )
 
 
 # --- bad input ---------------------------------------------------------------

@@ -323,6 +323,14 @@ def test_each_service_does_its_part_of_a_job(secured, as_service):
     # The converter reads the video, stores the MP3 and finishes the job.
     assert converter_jobs.start("job-1")["status"] == "processing"
     converter_jobs.set_progress("job-1", 50)
+    converter_jobs.record_size("job-1", 11)  # as for a video it fetched (an import by URL)
+    # A video imported by URL: the converter stores what it fetched under the job's video
+    # id, and removes what a fetch cut off midway left.
+    fetched = converter.videos.open_upload(
+        "clip.mp4", {"owner": "ada@example.com", "job_id": "job-url"}, file_id=ObjectId()
+    )
+    fetched.write(b"fetched bytes")
+    converter.videos.delete_pieces(fetched.finish())
     spooled = io.BytesIO()
     assert converter.videos.download_to(video_fid, spooled) == 11
     assert converter.mp3s.find_one({"metadata.job_id": "job-1"}) is None
@@ -390,7 +398,9 @@ DENIED = {
     },
     "converter": {
         "create a job": new_job,
-        "store a video": lambda s, j: s.videos.files.insert_one({}),
+        "start a resumable upload": lambda s, j: s.client[MongoConfig().videos_db][
+            "tus_uploads"
+        ].insert_one({}),
         "read an MP3's chunks": lambda s, j: s.mp3s.chunks.find_one(),
         "drop the MP3s": lambda s, j: s.mp3s.files.drop(),
         "read another database": lambda s, j: s.client["admin"]["x"].find_one(),

@@ -82,6 +82,16 @@ def log_in(page: Page, email: str, password: str) -> None:
     page.get_by_role("button", name="Log in").click()
 
 
+def download_from(row, button: str, directory: Path) -> Path:
+    """Click a job row's download button; return the file saved under the browser's name."""
+    with row.page.expect_download() as started:
+        row.get_by_role("button", name=button).click()
+    download = started.value
+    saved = directory / download.suggested_filename
+    download.save_as(saved)
+    return saved
+
+
 def job_row(page: Page, filename: str):
     return page.locator("li.job").filter(has=page.locator(".job-name", has_text=filename))
 
@@ -191,12 +201,8 @@ def test_a_new_user_converts_a_video_in_the_browser(system, user, page, tmp_path
     assert_about(stored, after["stored_bytes"])
     assert_about(quota, quotas["stored_bytes"])
 
-    with page.expect_download() as started:
-        row.get_by_role("button", name="Download the MP3 of holiday clip.mp4").click()
-    download = started.value
-    assert download.suggested_filename == "holiday clip.mp3"
-    mp3 = tmp_path / "downloaded" / download.suggested_filename
-    download.save_as(mp3)
+    mp3 = download_from(row, "Download the MP3 of holiday clip.mp4", tmp_path / "downloaded")
+    assert mp3.name == "holiday clip.mp3"
     assert abs(probe_duration(mp3) - probe_duration(source)) <= 0.1
     assert "mono" in audio_stream(mp3)
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from gateway.sniff import sniff_container
+from common.sniff import sniff_container
 from tests.e2e.test_web import api_jobs, new_tab
 from tests.support.media import (
     audio_packet_hashes,

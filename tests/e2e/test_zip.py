@@ -17,7 +17,7 @@ import pytest
 import requests
 from openapi_core import OpenAPI
 
-from common.jobs import mp3_filename
+from common.jobs import output_filename, output_format
 from devstack.procs import RssSampler, child_pids
 from gateway.archive import MAX_JOBS, entry_name
 from tests.e2e.test_openapi import conforms, load
@@ -95,7 +95,8 @@ def test_a_zip_holds_each_done_jobs_mp3_byte_for_byte_under_unique_safe_names(
         mail_sink,
         [(clip, "clip.mp4"), (clip, "clip.mp4"), (clip, "CLIP.mp4"), (clip, "a:b?c*été.mp4")],
     )
-    odd = entry_name(mp3_filename(job(system, user, job_ids[3])["filename"]))
+    odd_job = job(system, user, job_ids[3])
+    odd = entry_name(output_filename(odd_job["filename"], output_format(odd_job)))
 
     response = get_zip(system, user, [*job_ids, job_ids[0]])  # the repeat counts once
 

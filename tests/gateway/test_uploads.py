@@ -8,7 +8,7 @@ import pytest
 from bson import ObjectId
 
 from common.http.errors import ApiError
-from gateway.sniff import SNIFF_BYTES
+from common.sniff import SNIFF_BYTES
 from gateway.uploads import (
     MAX_FORM_HEADER_BYTES,
     MAX_PARTS,

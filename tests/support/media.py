@@ -206,9 +206,14 @@ def probe_duration(path: str | Path, *, stream: str | None = "a:0") -> float:
     return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
 
 
-def read_tags(path: str | Path) -> dict[str, str]:
-    """Return a file's global metadata tags (ID3 for an MP3), as ffmpeg reads them."""
-    completed = run_ffmpeg("-loglevel", "error", "-i", path, "-f", "ffmetadata", "-")
+def read_tags(path: str | Path, *, stream: str | None = None) -> dict[str, str]:
+    """Return a file's global metadata tags (ID3 for an MP3), as ffmpeg reads them.
+
+    ``stream`` (e.g. "a:0") reads that stream's tags instead: ffmpeg shows an Ogg
+    file's Vorbis comments as its audio stream's.
+    """
+    source = ["-map_metadata", f"0:s:{stream}"] if stream else []
+    completed = run_ffmpeg("-loglevel", "error", "-i", path, *source, "-f", "ffmetadata", "-")
     tags = {}
     for line in completed.stdout.decode().splitlines():
         if not line or line.startswith((";", "[")):

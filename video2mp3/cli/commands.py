@@ -156,10 +156,12 @@ def _credentials(args: argparse.Namespace) -> Credentials:
 
 
 def run_convert(args: argparse.Namespace) -> int:
-    """Upload each file; with --wait, follow the conversions and download the MP3s."""
-    files: list[Path] = args.files
+    """Upload each file (or have the server fetch each URL); with --wait, follow the
+    conversions and download the MP3s."""
+    files = [source if _is_url(source) else Path(source) for source in args.files]
     for path in files:
-        _check_readable(path)
+        if isinstance(path, Path):
+            _check_readable(path)
     if args.wait:
         _check_directory(args.output)
     options = {
@@ -172,34 +174,38 @@ def run_convert(args: argparse.Namespace) -> int:
         PendingUploads(state_dir() / UPLOADS_DIR), user=stored.email, threshold=tus_threshold()
     )
     failures = 0
-    accepted: list[tuple[Path, str]] = []
+    accepted: list[tuple[str, str]] = []  # (what the user named, job id)
     with Client(stored.server, stored.token) as client:
         try:
             for path in files:
                 try:
-                    job = upload(
-                        client,
-                        path,
-                        options,
-                        audio_only=not args.full_upload,
-                        resumable=resumable,
-                    )
+                    if isinstance(path, str):
+                        job = client.import_url(path, options=options)
+                    else:
+                        job = upload(
+                            client,
+                            path,
+                            options,
+                            audio_only=not args.full_upload,
+                            resumable=resumable,
+                        )
                 except ApiError as exc:
                     if isinstance(exc, AuthenticationError) or exc.code == "invalid_option":
                         raise  # the same for every file
                     fail(f"{path}: {describe(exc)}")
                     failures += 1
                     continue
-                accepted.append((path, job["job_id"]))
-                line = f"{path.name}: queued as job {job['job_id']}"
+                name = path if isinstance(path, str) else path.name
+                accepted.append((name, job["job_id"]))
+                line = f"{name}: queued as job {job['job_id']}"
                 if args.wait:
                     note(line)
                 else:
                     say(line)
             if args.wait:
                 while accepted:
-                    path, job_id = accepted[0]
-                    failures += not _finish(client, path.name, job_id, args.output)
+                    name, job_id = accepted[0]
+                    failures += not _finish(client, name, job_id, args.output)
                     accepted.pop(0)
         except KeyboardInterrupt:
             if not accepted:
@@ -210,6 +216,11 @@ def run_convert(args: argparse.Namespace) -> int:
                 EXIT_INTERRUPTED,
             ) from None
     return EXIT_FAILED if failures else EXIT_OK
+
+
+def _is_url(source: str) -> bool:
+    """Tell whether a convert argument is a URL for the server to fetch, not a file."""
+    return re.match(r"(?i)https?://", source) is not None
 
 
 def _check_readable(path: Path) -> None:

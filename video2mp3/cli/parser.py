@@ -12,6 +12,7 @@ PROG = "video2mp3"
 STATUSES = ("queued", "processing", "done", "failed")
 # The convert flags sent to the server as conversion options, under these names.
 OPTION_FIELDS = (
+    "format",
     "bitrate",
     "quality",
     "sample_rate",
@@ -23,6 +24,8 @@ OPTION_FIELDS = (
     "album",
 )
 MAX_PAGE_SIZE = 100
+# The server's output formats (common.options.FORMATS, which the CLI does not import).
+FORMATS = ("mp3", "m4a", "opus", "flac", "wav")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -64,7 +67,18 @@ def build_parser() -> argparse.ArgumentParser:
         f"Uploads of {DEFAULT_TUS_THRESHOLD // 1024**2} MiB or more (${TUS_THRESHOLD_ENV} "
         "bytes) are resumable: if one is cut off, run the same command again to resume it."
     )
-    convert.add_argument("files", nargs="+", metavar="FILE", type=Path, help="video or audio file")
+    convert.add_argument(
+        "files",
+        nargs="+",
+        metavar="FILE_OR_URL",
+        help="video or audio file, or an http(s):// URL the server fetches it from",
+    )
+    convert.add_argument(
+        "--format",
+        choices=FORMATS,
+        help="output format: mp3 (default), m4a (AAC), opus, flac or wav; "
+        "flac and wav take no --bitrate or --quality, m4a and opus no --quality",
+    )
     quality = convert.add_mutually_exclusive_group()
     quality.add_argument(
         "--bitrate", type=int, metavar="KBPS", help="constant bitrate in kbit/s (default 192)"
@@ -90,7 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
         "on PATH or from 'pip install video2mp3[cli-audio]')",
     )
     convert.add_argument(
-        "--wait", action="store_true", help="wait for the conversions and download the MP3s"
+        "--wait",
+        action="store_true",
+        help="wait for the conversions and download the results (MP3 or --format)",
     )
     convert.add_argument(
         "-o",
@@ -98,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         default=Path(),
         metavar="DIR",
-        help="where --wait saves the MP3s (default: the current directory)",
+        help="where --wait saves the results (default: the current directory)",
     )
 
     jobs = command("jobs", "List your jobs, newest first.")

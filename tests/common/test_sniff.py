@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from gateway.sniff import SNIFF_BYTES, sniff_container
+from common.sniff import SNIFF_BYTES, sniff_container
 from tests.support.media import make_video, run_ffmpeg
 
 FTYP_MP4 = b"\x00\x00\x00\x18ftypmp42\x00\x00\x00\x00mp42isom"

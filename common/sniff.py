@@ -1,7 +1,8 @@
 """Recognise audio/video containers from their first bytes.
 
-A cheap first check at upload time: anything that does not start like a known
-container is refused with 415 before it is stored. Each family is recognised
+A cheap first check before a video is stored: an upload that does not start like
+a known container is refused with 415 (gateway.uploads, gateway.resumable), and a
+video imported by URL fails its job (converter.fetch). Each family is recognised
 by its real header, not by a magic prefix alone: the fields around the magic
 must hold values the format allows (an ISO box's size, an ID3 tag's version,
 flags and synchsafe size, an MPEG audio frame's header and the frame after it,
