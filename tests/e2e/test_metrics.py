@@ -118,10 +118,25 @@ def prometheus(system, tmp_path):
     )
     try:
         assert servers.wait_for_port("127.0.0.1", port, 30), "prometheus did not start"
-        yield f"http://127.0.0.1:{port}"
+        url = f"http://127.0.0.1:{port}"
+        # The port opens before the TSDB is loaded; until then the API answers 503 in text.
+        wait_until(
+            lambda: ready(url),
+            timeout=30,
+            describe=lambda: (tmp_path / "prometheus.log").read_text()[-2000:],
+        )
+        yield url
     finally:
         process.terminate()
         process.wait(20)
+
+
+def ready(prometheus_url: str) -> bool:
+    """Tell whether Prometheus answers its readiness check."""
+    try:
+        return requests.get(f"{prometheus_url}/-/ready", timeout=5).status_code == 200
+    except requests.RequestException:
+        return False
 
 
 def query(prometheus_url: str, promql: str) -> float | None:
