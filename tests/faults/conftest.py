@@ -1,8 +1,8 @@
 """A system of its own for fault injection, so kills and outages disturb no other test.
 
 Every dependency sits behind a TCP proxy (``system.proxies``), the services run
-as separate processes (``system.stack`` kills and restarts them), and the janitor's,
-the claim lease's and the retry ladders' delays are scaled down so that recovery
+as separate processes (``system.stack`` kills and restarts them), and the janitor's
+and the retry ladders' delays are scaled down so that recovery
 happens within the test's bounds; every number of attempts and every limit is the
 shipped one.
 """
@@ -15,7 +15,7 @@ import pytest
 
 from common.retry import RetryLadder
 from converter.config import CONVERT_RETRY
-from notification.config import CLAIM_LEASE_SECONDS, NOTIFY_RETRY
+from notification.config import NOTIFY_RETRY
 from tests.support.system import System, User, new_user
 
 # The retry ladders' waits, scaled: each ladder keeps its steps' proportions and its
@@ -23,9 +23,8 @@ from tests.support.system import System, User, new_user
 # of T seconds here stands for T / factor seconds with the shipped settings.
 CONVERT_SCALE = 0.1  # 5 s ... 5 min steps become 0.5 s ... 30 s, the hour 6 minutes
 NOTIFY_SCALE = 0.01  # 10 s ... 1 h steps become 0.1 s ... 36 s, the day 14.4 minutes
-# The claim lease is a wait too: the shipped 120 s (CLAIM_LEASE_SECONDS) becomes 5 s, still
-# far longer than one send to the local SMTP sink takes.
-LEASE_SCALE = 1 / 24
+# The notification claim lease is the shipped one (CLAIM_LEASE_SECONDS, 120 s): a test that
+# kills a worker holding a claim waits it out, as a production delivery would.
 SCALED_CONVERT_RETRY = CONVERT_RETRY.scaled(CONVERT_SCALE)
 SCALED_NOTIFY_RETRY = NOTIFY_RETRY.scaled(NOTIFY_SCALE)
 assert SCALED_CONVERT_RETRY.attempts == CONVERT_RETRY.attempts
@@ -51,10 +50,6 @@ FAST_RECOVERY = {
     "STALE_JOB_SECONDS": "10",
     # A job whose upload got a 503 and could not be cleaned up goes after 5 s (shipped: 600 s).
     "ABANDONED_UPLOAD_SECONDS": "5",
-    # A dead notification worker's claim lapses after the scaled lease; a delivery that
-    # finds it held waits a lease in the broker (the scaled ladder's 9 s step, as the
-    # shipped 120 s lease waits its 300 s step) without spending an attempt.
-    "NOTIFY_CLAIM_LEASE_SECONDS": f"{CLAIM_LEASE_SECONDS * LEASE_SCALE:g}",
 }
 
 

@@ -11,6 +11,7 @@ import time
 
 import pytest
 
+from notification.config import CLAIM_LEASE_SECONDS
 from tests.faults.helpers import (
     Repeatedly,
     emails_per_job,
@@ -71,10 +72,12 @@ def test_notification_killed_mid_batch_emails_each_job_once_but_for_the_window(
             time.sleep(0.25)
         assert answers == [202] * jobs
         wait_all_done(fault_system, user, jobs, timeout=120)
-        mail_sink.wait_for(jobs, to=user.email, timeout=120)
+        # A killed worker's claim holds its job's email for the shipped lease.
+        mail_sink.wait_for(jobs, to=user.email, timeout=CLAIM_LEASE_SECONDS + 120)
     assert not killer.errors
     assert killer.runs >= 3, f"only {killer.runs} kills happened"
-    settle(6)  # longer than the claim lease: a dead worker's claim would be re-sent by now
+    # Longer than the shipped claim lease: a dead worker's claim would be re-sent by now.
+    settle(CLAIM_LEASE_SECONDS + 5)
     copies = collections.defaultdict(list)
     for arrived, email in mail_sink.arrivals(to=user.email):
         copies[email["X-Video2mp3-Job"]].append((arrived, email["Message-ID"]))

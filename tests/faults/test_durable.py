@@ -2,7 +2,7 @@
 
 The system runs with the shipped attempt limits; only waits are scaled
 (``tests/faults/conftest.py``): the retry ladders by CONVERT_SCALE and
-NOTIFY_SCALE, which keep each ladder's number of attempts, and the claim lease.
+NOTIFY_SCALE, which keep each ladder's number of attempts; the claim lease is shipped.
 The outages themselves are real seconds, so each one here stands for an outage
 1/scale times longer against the shipped settings.
 """
@@ -20,6 +20,7 @@ import pytest
 import requests
 
 from common.messaging import dead_letter_queue
+from notification.config import CLAIM_LEASE_SECONDS
 from tests.faults.conftest import (
     CONVERT_SCALE,
     NOTIFY_SCALE,
@@ -155,9 +156,10 @@ def test_a_notification_worker_killed_between_claim_and_send_still_emails(
         smtp.accept()
     killed = time.monotonic()
     fault_system.stack.restart("notification")
-    # The redelivered message finds the dead worker's claim held, waits a lease in the
-    # broker without spending an attempt, then sends.
-    mail_sink.wait_for(1, to=fault_user.email, timeout=60)
+    # The redelivered message finds the dead worker's claim held (the shipped lease,
+    # CLAIM_LEASE_SECONDS), waits in the broker without spending an attempt, then sends.
+    mail_sink.wait_for(1, to=fault_user.email, timeout=CLAIM_LEASE_SECONDS + 60)
+    assert time.monotonic() - killed >= CLAIM_LEASE_SECONDS - 10  # not before the lease lapsed
     took = time.monotonic() - killed
     settle(3)
     assert set(emails_per_job(mail_sink, fault_user).values()) == {1}
