@@ -171,12 +171,11 @@ def audio_bytes(source: Path) -> int:
 @contextlib.contextmanager
 def user_through_proxy(system: BenchSystem) -> Iterator[User]:
     """Yield a logged-in CLI user whose every byte goes through a proxy to the gateway."""
-    proxy = TcpProxy("127.0.0.1", system.gateway_port)
-    try:
-        with tempfile.TemporaryDirectory(prefix="v2m-bench-cli-") as home:
-            yield User(system, proxy, Path(home))
-    finally:
-        proxy.close()
+    with (
+        TcpProxy.in_front_of(system.gateway) as proxy,
+        tempfile.TemporaryDirectory(prefix="v2m-bench-cli-") as home,
+    ):
+        yield User(system, proxy, Path(home))
 
 
 def measure_file(

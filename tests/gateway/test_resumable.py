@@ -12,11 +12,15 @@ from datetime import UTC, datetime, timedelta
 import gridfs
 import pytest
 
+from common.config import MongoConfig
 from common.http.errors import ApiError
 from common.jobs import JobStore
 from common.storage import CHUNK_SIZE
+from gateway import create_app
+from gateway.config import Config
 from gateway.intake import Submission
 from gateway.resumable import COLLECTION, Checksum, ResumableUploads
+from gateway.services import EXTENSION
 
 MP4_HEAD = b"\x00\x00\x00\x20ftypisom\x00\x00\x02\x00isomiso2avc1mp41"
 OWNER = "owner@example.test"
@@ -298,3 +302,18 @@ def test_a_gateway_process_sweeps_on_its_own_with_no_upload_coming(
         assert len(sweepers() - before) == 1
     finally:
         uploads.close()
+
+
+def test_a_gateway_process_starts_its_sweeper_with_the_first_request_it_serves(rabbitmq_config):
+    config = Config(
+        # Never reached here: the sweeper's first round is a minute away.
+        mongo=MongoConfig(uri="mongodb://127.0.0.1:1/", timeout_ms=100),
+        rabbit=rabbitmq_config,
+    )
+    app = create_app(config)
+    before = sweepers()
+    try:
+        assert app.test_client().get("/health").status_code == 200
+        assert len(sweepers() - before) == 1
+    finally:
+        app.extensions[EXTENSION].resumable.close()
