@@ -53,6 +53,20 @@ def output_filename(original: str | None, output: Format) -> str:
     return f"{stem}.{output.extension}"
 
 
+def files_of(job: Mapping[str, Any]) -> list[ObjectId]:
+    """Return the ids of a job's outputs in the outputs' bucket: the whole, then its tracks."""
+    fids = [job["mp3_fid"]] if job.get("mp3_fid") else []
+    return fids + [track["fid"] for track in job.get("tracks") or ()]
+
+
+def track_of(job: Mapping[str, Any], file_id: object) -> dict[str, Any] | None:
+    """Return the track of a split job whose file has this id (an ObjectId or its hex), or None."""
+    for track in job.get("tracks") or ():
+        if str(track["fid"]) == str(file_id):
+            return dict(track)
+    return None
+
+
 def public_view(job: Mapping[str, Any]) -> dict[str, Any]:
     """Return a job as the API shows it: string ids, ISO timestamps, no internals."""
 
@@ -72,10 +86,17 @@ def public_view(job: Mapping[str, Any]) -> dict[str, Any]:
         "options": _as_asked(job.get("options", {}), job.get("clip_start")),
         "callback_url": job.get("callback_url"),
         "source_url": job.get("source_url"),
+        "loudness": job.get("loudness"),
+        "tracks": [_track_view(track) for track in job["tracks"]] if job.get("tracks") else None,
         "created_at": iso(job.get("created_at")),
         "started_at": iso(job.get("started_at")),
         "finished_at": iso(job.get("finished_at")),
     }
+
+
+def _track_view(track: Mapping[str, Any]) -> dict[str, Any]:
+    """Return one track of a split job as the API shows it: its file id as a string."""
+    return {**track, "fid": str(track["fid"])}
 
 
 def _as_asked(options: Mapping[str, Any], clip_start: float | None) -> dict[str, Any]:
@@ -127,6 +148,8 @@ class JobStore:
                     self._jobs.drop_index(superseded)
             self._jobs.create_index("video_fid")
             self._jobs.create_index("mp3_fid", sparse=True)
+            # Downloads and the janitor find a split job by any of its tracks.
+            self._jobs.create_index("tracks.fid", sparse=True)
             self._jobs.create_index([("status", 1), ("updated_at", 1)])
             self._jobs.create_index([("status", 1), ("finished_at", 1)])
             self._jobs.create_index([("status", 1), ("created_at", 1)])
@@ -202,11 +225,14 @@ class JobStore:
         return job if job is not None and job.get("owner") == owner else None
 
     def find_by_file(self, file_id: object, owner: str) -> dict[str, Any] | None:
-        """Return ``owner``'s job whose video or MP3 has this id, or None."""
+        """Return ``owner``'s job whose video, output or one of whose tracks has this id."""
         oid = parse_object_id(file_id)
         with translate_errors("reading a job"):
             return self._jobs.find_one(
-                {"owner": owner, "$or": [{"mp3_fid": oid}, {"video_fid": oid}]}
+                {
+                    "owner": owner,
+                    "$or": [{"mp3_fid": oid}, {"video_fid": oid}, {"tracks.fid": oid}],
+                }
             )
 
     def list_owned(
@@ -282,8 +308,15 @@ class JobStore:
                 {"$set": {"progress": max(0, min(100, int(progress))), "updated_at": utcnow()}},
             )
 
-    def finish(self, job_id: str, *, mp3_fid: ObjectId) -> bool:
-        """Mark a processing job done with its MP3; False if it was not processing."""
+    def finish(
+        self, job_id: str, *, mp3_fid: ObjectId, results: Mapping[str, Any] | None = None
+    ) -> bool:
+        """Mark a processing job done with its output; False if it was not processing.
+
+        ``results``: what the conversion measured or made besides the output, kept on the
+        job as they are: ``loudness`` (the measured input and output), ``tracks`` (the
+        parts of a split job, each with its file id ``fid``).
+        """
         now = utcnow()
         with translate_errors("finishing a job"):
             result = self._jobs.update_one(
@@ -296,6 +329,7 @@ class JobStore:
                         "error": None,
                         "finished_at": now,
                         "updated_at": now,
+                        **(results or {}),
                     }
                 },
             )
@@ -362,14 +396,18 @@ class JobStore:
             return {job["_id"] for job in cursor}
 
     def referenced_mp3s(self, mp3_fids: Iterable[ObjectId]) -> set[ObjectId]:
-        """Return which of these MP3 ids a job points to.
+        """Return which of these output ids a job points to, as its output or one of its tracks.
 
         Raises:
             TransientError: MongoDB failed.
         """
+        wanted = list(mp3_fids)
         with translate_errors("finding referenced MP3s"):
-            cursor = self._jobs.find({"mp3_fid": {"$in": list(mp3_fids)}}, {"mp3_fid": 1})
-            return {job["mp3_fid"] for job in cursor}
+            cursor = self._jobs.find(
+                {"$or": [{"mp3_fid": {"$in": wanted}}, {"tracks.fid": {"$in": wanted}}]},
+                {"mp3_fid": 1, "tracks.fid": 1},
+            )
+            return {fid for job in cursor for fid in files_of(job)} & set(wanted)
 
     def referenced_videos(self, video_fids: Iterable[ObjectId]) -> set[ObjectId]:
         """Return which of these video ids a job points to.

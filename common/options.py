@@ -27,6 +27,14 @@ VBR_QUALITIES = range(10)
 MAX_TAG_LENGTH = 200
 # Far beyond any real video; keeps a typo such as 1e9 from reaching ffmpeg.
 MAX_SECONDS = 48 * 3600.0
+# Integrated loudness targets, in LUFS: the range ffmpeg's loudnorm filter takes. Common
+# ones: -23 (EBU R128 broadcast), -16 (podcasts), -14 (music streaming).
+LOUDNESS_RANGE_LUFS = (-70.0, -5.0)
+# Cover art: a still of the video ("frame"), or none (the default: the output is audio only).
+COVERS = ("frame", "none")
+# ``split``: one track per chapter of the source, or parts of a fixed number of seconds.
+SPLIT_CHAPTERS = "chapters"
+MIN_SPLIT_SECONDS = 10.0
 
 
 @dataclass(frozen=True)
@@ -145,7 +153,10 @@ class Options:
 
     ``bitrate`` (kbit/s, CBR) and ``quality`` (LAME VBR, 0 best to 9 smallest)
     exclude each other, and each format takes only some (``FORMATS``).
-    ``start``/``end`` trim the input, in seconds.
+    ``start``/``end`` trim the input, in seconds. ``loudness`` is a target integrated
+    loudness in LUFS (two-pass EBU R128 normalisation). ``cover`` ("frame" or "none")
+    embeds a still of the video, taken at ``cover_at`` seconds (which alone implies
+    "frame") or picked automatically. ``split`` is "chapters" or a part length in seconds.
     """
 
     format: str | None = None
@@ -158,6 +169,10 @@ class Options:
     title: str | None = None
     artist: str | None = None
     album: str | None = None
+    loudness: float | None = None
+    cover: str | None = None
+    cover_at: float | None = None
+    split: str | float | None = None
 
     def __post_init__(self) -> None:
         if self.format is not None and self.format not in FORMATS:
@@ -177,6 +192,41 @@ class Options:
             )
         for name in ("title", "artist", "album"):
             _check_tag(name, getattr(self, name))
+        self._check_loudness()
+        self._check_cover()
+        self._check_split()
+
+    def _check_loudness(self) -> None:
+        if self.loudness is None:
+            return
+        low, high = LOUDNESS_RANGE_LUFS
+        value = self.loudness
+        if not _is_number(value):
+            raise _invalid("loudness", f"must be a loudness in LUFS, got {value!r}")
+        if not low <= value <= high:
+            raise _invalid("loudness", f"must be from {low:g} to {high:g} LUFS, got {value:g}")
+
+    def _check_cover(self) -> None:
+        if self.cover is not None and self.cover not in COVERS:
+            raise _invalid("cover", f"must be one of {', '.join(COVERS)}, got {self.cover!r}")
+        _check_seconds("cover_at", self.cover_at)
+        if self.cover_at is not None and self.cover == "none":
+            raise _invalid("cover_at", "picks the cover's frame, but cover is none")
+        if self.wants_cover and self.output.name == "wav":
+            raise _invalid("cover", "WAV files have no place for cover art")
+
+    def _check_split(self) -> None:
+        value = self.split
+        if value is None or value == SPLIT_CHAPTERS:
+            return
+        if not _is_number(value):
+            raise _invalid("split", f"must be {SPLIT_CHAPTERS!r} or a number of seconds")
+        if not MIN_SPLIT_SECONDS <= value <= MAX_SECONDS:
+            raise _invalid(
+                "split",
+                f"parts must last from {MIN_SPLIT_SECONDS:g} to {MAX_SECONDS:g} seconds, "
+                f"got {value:g}",
+            )
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any] | None) -> Options:
@@ -216,6 +266,20 @@ class Options:
         """Tell whether a start or end trim is set."""
         return self.start is not None or self.end is not None
 
+    @property
+    def wants_cover(self) -> bool:
+        """Tell whether the output gets a still of the video as its cover."""
+        return self.cover == "frame" or (self.cover is None and self.cover_at is not None)
+
+    @property
+    def needs_whole_video(self) -> bool:
+        """Tell whether the job needs the video itself, not a client's copy of its sound.
+
+        A cover is a frame of the picture, and chapters are the container's; a client that
+        uploads only the sound (the page, the CLI) sends the whole file for these.
+        """
+        return self.wants_cover or self.split == SPLIT_CHAPTERS
+
 
 def _invalid(name: str, problem: str) -> InvalidOption:
     return InvalidOption(name, f"invalid option '{name}': {problem}")
@@ -251,10 +315,15 @@ def _check_choice(
         raise _invalid(name, f"must be {allowed}{scope}, got {value!r}")
 
 
+def _is_number(value: object) -> bool:
+    """Tell whether ``value`` is a finite int or float (a bool is neither)."""
+    return not isinstance(value, bool) and isinstance(value, int | float) and math.isfinite(value)
+
+
 def _check_seconds(name: str, value: object) -> None:
     if value is None:
         return
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+    if not _is_number(value):
         raise _invalid(name, f"must be a number of seconds, got {value!r}")
     if not 0 <= value <= MAX_SECONDS:
         raise _invalid(name, f"must be between 0 and {MAX_SECONDS:g} seconds, got {value:g}")
@@ -301,8 +370,31 @@ def _seconds(name: str, value: object) -> float:
     raise _invalid(name, f"must be a time like 90, 1:30 or 1:02:03, got {value!r}")
 
 
-def _format_name(name: str, value: object) -> str | None:
-    """Read a format name in any case: "FLAC" is flac."""
+def _lufs(name: str, value: object) -> float:
+    """Read a loudness given as a number, "-16" or "-16 LUFS"."""
+    if isinstance(value, str):
+        number = re.fullmatch(r"\s*([-+]?\d+(?:\.\d+)?)\s*(?:LUFS)?\s*", value, re.IGNORECASE)
+        if number:
+            return float(number.group(1))
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    raise _invalid(name, f"must be a loudness in LUFS such as -16, got {value!r}")
+
+
+def _split(name: str, value: object) -> str | float:
+    """Read ``split``: "chapters", or a part length as seconds or a time like 10:00."""
+    if isinstance(value, str) and value.strip().lower() == SPLIT_CHAPTERS:
+        return SPLIT_CHAPTERS
+    try:
+        return _seconds(name, value)
+    except InvalidOption:
+        raise _invalid(
+            name, f"must be {SPLIT_CHAPTERS!r} or a part length like 600 or 10:00, got {value!r}"
+        ) from None
+
+
+def _choice(name: str, value: object) -> str | None:
+    """Read a named choice (a format, a cover) in any case: "FLAC" is flac."""
     text = _text(name, value)
     return text.lower() if text else None
 
@@ -314,7 +406,7 @@ def _text(name: str, value: object) -> str | None:
 
 
 _COERCE: dict[str, Callable[[str, object], Any]] = {
-    "format": _format_name,
+    "format": _choice,
     "bitrate": _whole_number,
     "quality": _whole_number,
     "sample_rate": _whole_number,
@@ -324,4 +416,8 @@ _COERCE: dict[str, Callable[[str, object], Any]] = {
     "title": _text,
     "artist": _text,
     "album": _text,
+    "loudness": _lufs,
+    "cover": _choice,
+    "cover_at": _seconds,
+    "split": _split,
 }

@@ -377,6 +377,20 @@ class Bucket:
         with translate_errors("looking up a file"):
             return self.files.find_one(dict(query))
 
+    def metadata_of(self, file_id: object, field: str) -> Any:
+        """Return one field of a stored file's metadata, or None if it has none.
+
+        Raises:
+            FileNotFound: no file has that id (or the id is malformed).
+            TransientError: MongoDB failed.
+        """
+        oid = parse_object_id(file_id)
+        with translate_errors("reading a file's metadata"):
+            found = self.files.find_one({"_id": oid}, {f"metadata.{field}": 1})
+        if found is None:
+            raise FileNotFound(f"no file {oid}")
+        return (found.get("metadata") or {}).get(field)
+
     def stored_before(
         self,
         moment: datetime,
@@ -456,7 +470,7 @@ class Storage:
         self.mp3s = Bucket(self.client, config.mp3s_db)
 
     def delete_files_of(self, job: Mapping[str, Any]) -> None:
-        """Delete a job's video and, if it has one, its MP3.
+        """Delete a job's video and, if it has them, its MP3 and the tracks of a split.
 
         Callers delete the job record after this, never before: an outage in between
         leaves the record, so repeating the whole deletion finishes it.
@@ -464,6 +478,8 @@ class Storage:
         self.videos.delete(job["video_fid"])
         if job.get("mp3_fid"):
             self.mp3s.delete(job["mp3_fid"])
+        for track in job.get("tracks") or ():
+            self.mp3s.delete(track["fid"])
 
     def resumable_among(self, video_fids: list[ObjectId]) -> set[ObjectId]:
         """Return which of these videos are unfinished resumable uploads, or were lately.

@@ -6,10 +6,11 @@ progress for ``stale_after`` lost its worker in a way the broker could not see
 up its attempts. A job still not marked enqueued ``abandoned_after`` its
 creation belongs to an upload the gateway refused (or died during) and could
 not clean up: it is deleted with its video. Finished jobs older than the
-retention period are deleted with their video and MP3. Each step claims its
-job atomically, so several janitors never do the same work twice.
+retention period are deleted with their video, output and tracks. Each step claims
+its job atomically, so several janitors never do the same work twice.
 
-Last, files no job refers to are deleted. MP3s: what a converter left behind when
+Last, files no job refers to are deleted. MP3s (outputs and the tracks of split jobs,
+which ``JobStore.referenced_mp3s`` counts as referenced): what a converter left behind when
 it died between storing an MP3 and recording it, or before dropping the MP3 of a
 delivery that lost the race to finish (see ``Janitor._sweep_orphans`` for why this
 can never take an MP3 a job still needs). Videos: the pieces of an upload whose
@@ -138,7 +139,7 @@ class Janitor:
 
         An MP3 is kept while its job (``metadata.job_id``) is unfinished, whatever else
         is true: a converter may have stored it moments ago and be about to record it
-        (``finish``), or a redelivery may be about to reuse it (``_stored_mp3`` finds it
+        (``finish``), or a redelivery may be about to reuse it (``_stored_output`` finds it
         by that job id) however long the message waits in the queue. Only ``finish``
         points a job at an MP3, only while the job is processing, and a finished or
         deleted job never becomes unfinished again. So the job check comes first and

@@ -4,7 +4,9 @@ This module is the only place that runs ffmpeg, the binary imageio-ffmpeg
 ships. It works on local paths: the consumer spools the video to a temp file
 first (an MP4/MOV with its index at the end cannot be read from a pipe) and
 stores the output written here, into a regular file so the MP3's VBR header,
-the M4A's index and the FLAC/WAV sizes can be filled in at the end.
+the M4A's index and the FLAC/WAV sizes can be filled in at the end. A
+conversion to a loudness target also measures the input before and the output
+after (``converter.loudness`` knows the filters and reads what they report).
 
 ffmpeg parses untrusted input, so every run (probe and conversion) is
 confined: local files only and an allowlist of demuxers (no playlists,
@@ -26,6 +28,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import contextvars
+import dataclasses
 import logging
 import math
 import os
@@ -46,6 +49,7 @@ from moviepy.video.io.ffmpeg_reader import FFmpegInfosParser
 from common.errors import PermanentError, TransientError
 from common.options import Options
 from common.procs import cpu_seconds
+from converter import loudness
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +136,13 @@ TRUNCATION_RATIO = 0.9
 TRUNCATION_MIN_SHORTFALL_S = 1.0
 # How often ffmpeg reports progress, so at most how often on_progress runs.
 PROGRESS_INTERVAL_S = 0.5
+# A normalised conversion's progress, in percent of the whole: its analysis, encode and
+# output measurement. The analysis takes about as long as the encode here, the output's
+# measurement a fifth of that.
+_MEASURE_SHARE = (0, 40)
+_ENCODE_SHARE = (40, 95)
+_METER_SHARE = (95, 99)
+_WHOLE = (0, 100)
 # A trimmed re-encode decodes this much before its start and drops it (see _command).
 SEEK_PREROLL_US = 1_000_000
 _WATCH_POLL_S = 0.05
@@ -146,6 +157,16 @@ _ENVIRONMENT_ERRORS = (
     "Read-only file system",
     "No such file or directory",
 )
+# Logging for a pass that reads what a filter reports at level info; "level" tags each
+# message with its level, so that errors are still told from the rest (_collect_lines).
+INFO_LOGGING = "level+info"
+_LEVEL_TAG = re.compile(
+    r"^(?:\[[^\]]*\] )*\[(quiet|panic|fatal|error|warning|info|verbose|debug|trace)\]"
+)
+_ERROR_LEVELS = frozenset({"error", "fatal", "panic"})
+# Lines of an analysis pass's log kept for its report: the filters' reports are the
+# last messages before ffmpeg's closing summary.
+_ANALYSIS_LINES_KEPT = 64
 _SUMMARY_LINE = re.compile(r"^(Error opening (input|output) files?\b|Conversion failed!)")
 _CHANNEL_LAYOUTS = {"mono": 1, "stereo": 2, "downmix": 2, "quad": 4, "hexagonal": 6, "octagonal": 8}
 
@@ -163,8 +184,22 @@ def ffmpeg_exe() -> str:
 
 
 @dataclass(frozen=True)
+class Chapter:
+    """One chapter of the input, in seconds from its start, titled as the file names it."""
+
+    start: float
+    end: float
+    title: str | None = None
+
+
+# More chapters than any real video has; a file listing more is read up to this many
+# (and refused by a split on chapters, which makes a track of each).
+MAX_CHAPTERS_READ = 10_000
+
+
+@dataclass(frozen=True)
 class MediaInfo:
-    """What ffmpeg reports about an input's container and its first audio stream."""
+    """What ffmpeg reports about an input's container, its first audio stream and chapters."""
 
     container: str | None
     duration: float | None
@@ -174,6 +209,7 @@ class MediaInfo:
     audio_sample_rate: int | None = None
     audio_channels: int | None = None
     audio_bitrate: int | None = None
+    chapters: tuple[Chapter, ...] = ()
 
 
 def probe(path: str | os.PathLike[str], *, require_audio: bool = True) -> MediaInfo:
@@ -218,7 +254,7 @@ def _describe(src: str) -> str:
     # ffmpeg_parse_infos would run this too, but it discards the text, and the
     # text is the only place that names the audio codec and ffmpeg's reason
     # for refusing a file; so run it here and give MoviePy's parser the text.
-    command = [ffmpeg_exe(), "-nostdin", "-hide_banner", *_input_restrictions(), "-i", src]
+    command = [ffmpeg_exe(), "-nostdin", "-hide_banner", *input_restrictions(), "-i", src]
     process = spawn(command, PROBE_LIMITS, stdout=subprocess.DEVNULL, cwd=os.path.dirname(src))
     try:
         _, stderr = process.communicate(timeout=PROBE_LIMITS.wall_seconds)
@@ -230,7 +266,7 @@ def _describe(src: str) -> str:
     return stderr.decode("utf-8", errors="replace")
 
 
-def _input_restrictions() -> list[str]:
+def input_restrictions() -> list[str]:
     """Return the input options that confine ffmpeg to the one local file, as media."""
     return [
         "-protocol_whitelist",
@@ -348,6 +384,7 @@ def _media_info(text: str, parsed: Mapping[str, Any]) -> MediaInfo:
         "duration": duration,
         "has_video": bool(parsed.get("video_found")),
         "has_audio": bool(parsed.get("audio_found")),
+        "chapters": _chapters(text),
     }
     stream = re.search(r"^\s+Stream #0:\d+\S*: Audio: (\w+)(.*)$", text, re.MULTILINE)
     if info["has_audio"] and stream:
@@ -360,6 +397,25 @@ def _media_info(text: str, parsed: Mapping[str, Any]) -> MediaInfo:
             audio_bitrate=int(bitrate.group(1)) if bitrate else None,
         )
     return MediaInfo(**info)
+
+
+_CHAPTER = re.compile(
+    r"^ {4}Chapter #\d+:\d+: start (-?[\d.]+), end (-?[\d.]+)\n"
+    r"(?: {6}Metadata:\n(?: {8}.*\n)*? {8}title +: (.*)\n)?",
+    re.MULTILINE,
+)
+
+
+def _chapters(text: str) -> tuple[Chapter, ...]:
+    """Read the chapters ``ffmpeg -i`` lists (start, end and title of each), in file order."""
+    found = []
+    for match in _CHAPTER.finditer(text):
+        if len(found) == MAX_CHAPTERS_READ:
+            break
+        start, end = float(match.group(1)), float(match.group(2))
+        title = (match.group(3) or "").strip() or None
+        found.append(Chapter(start=start, end=end, title=title))
+    return tuple(found)
 
 
 def _channel_count(stream_details: str) -> int | None:
@@ -391,6 +447,8 @@ def needs_reencode(options: Options, info: MediaInfo) -> bool:
         return True
     if options.channels not in (None, info.audio_channels):
         return True
+    if options.loudness is not None:
+        return True
     # Copied frames can only be cut where the container can seek (a video
     # keyframe in MKV), which can be seconds off; re-encoding cuts exactly.
     return options.trimmed
@@ -404,6 +462,8 @@ class TranscodeResult:
     stream_copied: bool
     elapsed: float
     output_bytes: int
+    # With a loudness target: the target and the measured input and output (loudness.report).
+    loudness: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -425,7 +485,8 @@ def conversion_limits(
     The limit applies to what is converted (a trim that keeps one hour of an
     eight-hour file is fine: ffmpeg seeks past the rest), and shrinks for sound
     that is costlier to decode than 8-channel 48 kHz. An input of unknown
-    length is bounded by ``max_seconds`` when it runs instead.
+    length is bounded by ``max_seconds`` when it runs instead. With a loudness
+    target each of the conversion's passes may also spend loudnorm's budget.
 
     Raises:
         PermanentError: the part to convert is longer than its limit, or the
@@ -441,13 +502,19 @@ def conversion_limits(
         )
     seconds = allowed if expected is None else expected
     output_bytes = math.ceil(allowed * _max_bytes_per_second(info, options)) + _OUTPUT_SLACK_BYTES
+    cpu_per_second = CPU_SECONDS_PER_MEDIA_SECOND * weight
+    wall_per_second = WALL_SECONDS_PER_MEDIA_SECOND * weight
+    if options.loudness is not None:
+        loudnorm_weight = max(weight, loudness.weight(info.audio_channels))
+        cpu_per_second += loudness.CPU_SECONDS_PER_MEDIA_SECOND * loudnorm_weight
+        wall_per_second += loudness.WALL_SECONDS_PER_MEDIA_SECOND * loudnorm_weight
     return ConversionLimits(
         max_seconds=allowed,
         expected=expected,
         output_bytes=output_bytes,
         process=ProcessLimits(
-            cpu_seconds=CPU_FLOOR_S + math.ceil(CPU_SECONDS_PER_MEDIA_SECOND * seconds * weight),
-            wall_seconds=WALL_FLOOR_S + WALL_SECONDS_PER_MEDIA_SECOND * seconds * weight,
+            cpu_seconds=CPU_FLOOR_S + math.ceil(cpu_per_second * seconds),
+            wall_seconds=WALL_FLOOR_S + wall_per_second * seconds,
             # ffmpeg's -fs stops it cleanly; this is the kernel's backstop.
             file_bytes=output_bytes + _OUTPUT_SLACK_BYTES,
         ),
@@ -525,11 +592,16 @@ def transcode(
     (``conversion_limits`` says what else bounds the run). On any failure
     ffmpeg is gone and ``dst`` removed.
 
+    With ``options.loudness`` the conversion runs three passes: loudnorm measures
+    the part to convert, the encode normalises it with what was measured, and
+    ebur128 measures the output (``converter.loudness``); progress counts the
+    three as shares of the whole (``_MEASURE_SHARE`` and the next).
+
     Raises:
         PermanentError: the input is not media or not an allowed format, has no
             audio, is truncated or corrupt, is longer than the limit, costs
             more CPU or makes a bigger output than its bounds, or the trim starts
-            past its end.
+            past its end; with a loudness target, the audio is silent.
         TransientError: ffmpeg cannot be run or was killed, missed its
             deadline, the machine is out of space, or ``cancel`` was set.
     """
@@ -554,13 +626,28 @@ def transcode(
     try:
         if cancel is not None and cancel.is_set():
             raise TransientError(INTERRUPTED)
-        command = _command(src_path, dst_path, options, copy=copy, limits=limits)
+        measurement = audio_filter = None
+        if options.loudness is not None:
+            rate = loudness.output_rate(options, info.audio_sample_rate)
+            measurement = _measure_source(
+                src_path,
+                options,
+                rate,
+                limits,
+                _share(on_progress, _MEASURE_SHARE),
+                heartbeat,
+                cancel,
+            )
+            audio_filter = loudness.normalising_filter(measurement, options, rate)
+        command = _command(
+            src_path, dst_path, options, copy=copy, limits=limits, audio_filter=audio_filter
+        )
         out_time = run_ffmpeg(
             command,
             limits.process,
             paths=(src_path, dst_path),
             expected=expected,
-            on_progress=on_progress,
+            on_progress=_share(on_progress, _WHOLE if measurement is None else _ENCODE_SHARE),
             heartbeat=heartbeat,
             cancel=cancel,
         )
@@ -568,11 +655,18 @@ def transcode(
         _check_bounds(out_time, output_bytes, limits, info, options, max_media_seconds)
         duration = out_time if out_time is not None else probe(dst_path).duration
         _check_complete(duration, expected, info, options)
+        report = None
+        if measurement is not None:
+            level = _measure_output(
+                dst_path, duration, limits, _share(on_progress, _METER_SHARE), heartbeat, cancel
+            )
+            report = loudness.report(options, measurement, level)
         result = TranscodeResult(
             duration=duration,
             stream_copied=copy,
             elapsed=time.monotonic() - started,
             output_bytes=output_bytes,
+            loudness=report,
         )
         if on_progress is not None:
             on_progress(100)
@@ -587,6 +681,99 @@ def transcode(
         result.elapsed,
     )
     return result
+
+
+def _measure_source(
+    src: str,
+    options: Options,
+    sample_rate: int,
+    limits: ConversionLimits,
+    on_progress: Callable[[int], None] | None,
+    heartbeat: Callable[[], None] | None,
+    cancel: threading.Event | None,
+) -> loudness.Measurement:
+    """Measure the loudness of the part of ``src`` the options convert, at the output's rate.
+
+    Raises:
+        PermanentError: ffmpeg failed on the input, or it is silent.
+        TransientError: as ``run_ffmpeg``.
+    """
+    audio_filter = loudness.analysis_filter(options, sample_rate)
+    selection = _selection(src, options, audio_filter=audio_filter)
+    log_lines = _analyse(selection, src, limits, limits.expected, on_progress, heartbeat, cancel)
+    measurement = loudness.read_analysis(log_lines)
+    log.info("measured the input: %s", measurement)
+    return measurement
+
+
+def _measure_output(
+    dst: str,
+    duration: float | None,
+    limits: ConversionLimits,
+    on_progress: Callable[[int], None] | None,
+    heartbeat: Callable[[], None] | None,
+    cancel: threading.Event | None,
+) -> loudness.Level:
+    """Measure the loudness of the output just written to ``dst``.
+
+    Raises:
+        PermanentError: ffmpeg failed on the output.
+        TransientError: as ``run_ffmpeg``.
+    """
+    selection = _selection(dst, Options(), audio_filter=loudness.output_meter())
+    level = loudness.read_meter(
+        _analyse(selection, dst, limits, duration, on_progress, heartbeat, cancel)
+    )
+    log.info("measured the output: %s", level)
+    return level
+
+
+def _analyse(
+    selection: list[str],
+    path: str,
+    limits: ConversionLimits,
+    expected: float | None,
+    on_progress: Callable[[int], None] | None,
+    heartbeat: Callable[[], None] | None,
+    cancel: threading.Event | None,
+) -> collections.deque[str]:
+    """Run the selection's filter over ``path`` and return the last lines ffmpeg logged.
+
+    Raises:
+        PermanentError, TransientError: as ``run_ffmpeg``.
+    """
+    log_lines: collections.deque[str] = collections.deque(maxlen=_ANALYSIS_LINES_KEPT)
+    run_ffmpeg(
+        _analysis_command(selection, limits),
+        # It writes no file: its output is the null muxer's.
+        dataclasses.replace(limits.process, file_bytes=0),
+        paths=(path, path),
+        expected=expected,
+        on_progress=on_progress,
+        heartbeat=heartbeat,
+        cancel=cancel,
+        log_lines=log_lines,
+    )
+    return log_lines
+
+
+def _share(
+    on_progress: Callable[[int], None] | None, share: tuple[int, int]
+) -> Callable[[int], None] | None:
+    """Return an ``on_progress`` for one pass: its 0-100 % reported as ``share`` of the whole."""
+    if on_progress is None or share == _WHOLE:
+        return on_progress
+    low, high = share
+    reported = low
+
+    def report(percent: int) -> None:
+        nonlocal reported
+        overall = low + percent * (high - low) // 100
+        if overall > reported:
+            on_progress(overall)
+            reported = overall
+
+    return report
 
 
 def _check_bounds(
@@ -651,31 +838,21 @@ def _expected_duration(info: MediaInfo, options: Options) -> float | None:
 
 
 def _command(
-    src: str, dst: str, options: Options, *, copy: bool, limits: ConversionLimits
+    src: str,
+    dst: str,
+    options: Options,
+    *,
+    copy: bool,
+    limits: ConversionLimits,
+    audio_filter: str | None = None,
 ) -> list[str]:
-    """Return the ffmpeg argument list for one conversion."""
+    """Return the ffmpeg argument list for one conversion, through ``audio_filter`` if given."""
     command = [ffmpeg_exe(), "-nostdin", "-hide_banner", "-loglevel", "error", "-y"]
-    command += ["-progress", "pipe:1", "-stats_period", f"{PROGRESS_INTERVAL_S:g}", "-nostats"]
-    # As input options the trim skips reading what is cut. A stream copy cuts at the
-    # packet the input seek lands on. A re-encode seeks SEEK_PREROLL_US early and drops
-    # the pre-roll on the output side, sample-exact: a decoder started at the packet
-    # holding the start loses its first samples (AAC's overlap, an MP3 frame's bit
-    # reservoir), and in an M4A whose every packet is a sync sample, as ffmpeg writes the
-    # copies of a video's sound the clients send, ffmpeg's seek goes straight there.
-    # Times go to ffmpeg to the microsecond, so a client's shifted times cut where the
-    # user's would have in the whole video.
-    start_us = round((options.start or 0.0) * 1e6)
-    seek_us = start_us if copy else max(0, start_us - SEEK_PREROLL_US)
-    if seek_us:
-        command += ["-ss", _timestamp(seek_us)]
-    if options.end is not None:
-        command += ["-to", _timestamp(round(options.end * 1e6))]
-    command += [*_input_restrictions(), "-i", src, "-map", "0:a:0", "-vn", "-sn", "-dn"]
+    command += _progress_arguments()
+    command += _selection(src, options, copy=copy, audio_filter=audio_filter)
     # The source stream's own tags (a WebM's DURATION, an MP4's handler) would become
     # an Ogg or FLAC file's comments, and be wrong after a trim; the file's tags stay.
     command += ["-map_metadata:s:a", "-1"]
-    if start_us > seek_us:
-        command += ["-ss", _timestamp(start_us - seek_us)]
     output = options.output
     if copy:
         command += ["-c:a", "copy"]
@@ -712,6 +889,50 @@ def _command(
     return command
 
 
+def _analysis_command(selection: list[str], limits: ConversionLimits) -> list[str]:
+    """Return the ffmpeg argument list that runs the selection's filter and keeps no output."""
+    command = [ffmpeg_exe(), "-nostdin", "-hide_banner", "-loglevel", INFO_LOGGING]
+    command += [*_progress_arguments(), *selection]
+    command += ["-t", f"{limits.max_seconds + _DURATION_MARGIN_S:.3f}", "-f", "null", "-"]
+    return command
+
+
+def _progress_arguments() -> list[str]:
+    """Return the options that have ffmpeg report progress on stdout (``_follow_progress``)."""
+    return ["-progress", "pipe:1", "-stats_period", f"{PROGRESS_INTERVAL_S:g}", "-nostats"]
+
+
+def _selection(
+    src: str, options: Options, *, copy: bool = False, audio_filter: str | None = None
+) -> list[str]:
+    """Return the options that select the audio to convert, trimmed, through ``audio_filter``."""
+    command: list[str] = []
+    # As input options the trim skips reading what is cut. A stream copy cuts at the
+    # packet the input seek lands on. A re-encode seeks SEEK_PREROLL_US early and drops
+    # the pre-roll on the output side, sample-exact: a decoder started at the packet
+    # holding the start loses its first samples (AAC's overlap, an MP3 frame's bit
+    # reservoir), and in an M4A whose every packet is a sync sample, as ffmpeg writes the
+    # copies of a video's sound the clients send, ffmpeg's seek goes straight there.
+    # Times go to ffmpeg to the microsecond, so a client's shifted times cut where the
+    # user's would have in the whole video.
+    start_us = round((options.start or 0.0) * 1e6)
+    seek_us = start_us if copy else max(0, start_us - SEEK_PREROLL_US)
+    if seek_us:
+        command += ["-ss", _timestamp(seek_us)]
+    if options.end is not None:
+        command += ["-to", _timestamp(round(options.end * 1e6))]
+    command += [*input_restrictions(), "-i", src, "-map", "0:a:0", "-vn", "-sn", "-dn"]
+    preroll_us = start_us - seek_us
+    if audio_filter is None:
+        if preroll_us:
+            command += ["-ss", _timestamp(preroll_us)]
+        return command
+    # An output -ss trims after the filters, which would then measure the pre-roll too.
+    if preroll_us:
+        audio_filter = f"atrim=start={_timestamp(preroll_us)},asetpts=PTS-STARTPTS,{audio_filter}"
+    return [*command, "-af", audio_filter]
+
+
 def _timestamp(microseconds: int) -> str:
     """Return a time for ffmpeg's ``-ss``/``-to``: seconds, to the microsecond."""
     return f"{microseconds // 1_000_000}.{microseconds % 1_000_000:06d}"
@@ -726,10 +947,14 @@ def run_ffmpeg(
     on_progress: Callable[[int], None] | None = None,
     heartbeat: Callable[[], None] | None = None,
     cancel: threading.Event | None = None,
+    log_lines: collections.deque[str] | None = None,
 ) -> float | None:
     """Run an ffmpeg ``command`` within ``limits`` and return the seconds of audio it wrote.
 
     ``paths`` (input, output) are shortened to their names in error reasons.
+    ``log_lines`` receives the last lines ffmpeg logs, as many as it holds, for a
+    command that logs at ``INFO_LOGGING`` to report what a filter measured; its
+    errors are still told apart by their level.
 
     Raises:
         PermanentError: ffmpeg rejected the input, or used up its CPU time.
@@ -745,7 +970,9 @@ def run_ffmpeg(
     try:
         # Progress arrives on stdout, read here; stderr must be drained
         # alongside or a chatty ffmpeg blocks on a full pipe.
-        helpers.append(_thread(_collect_lines, stderr, stderr_tail, name="ffmpeg-stderr"))
+        helpers.append(
+            _thread(_collect_lines, stderr, stderr_tail, log_lines, name="ffmpeg-stderr")
+        )
         helpers.append(_thread(watch.run, name="ffmpeg-watch"))
         out_time = _follow_progress(stdout, expected, on_progress, heartbeat)
         returncode = process.wait()
@@ -769,11 +996,31 @@ def _thread(target: Callable[..., None], *args: object, name: str) -> threading.
     return thread
 
 
-def _collect_lines(stream: IO[bytes], lines: collections.deque[str]) -> None:
+def _collect_lines(
+    stream: IO[bytes],
+    errors: collections.deque[str],
+    logged: collections.deque[str] | None = None,
+) -> None:
+    """Keep ffmpeg's error lines in ``errors``, and every line in ``logged`` if given.
+
+    Without ``logged`` the command logs errors only. With it, it logs at
+    ``INFO_LOGGING``, which tags the first line of each message with its level.
+    """
+    level = None
     for raw in stream:
         line = raw.decode("utf-8", errors="replace").rstrip()
-        if line:
-            lines.append(line[:1000])
+        if not line:
+            continue
+        line = line[:1000]
+        if logged is None:
+            errors.append(line)
+            continue
+        logged.append(line)
+        tagged = _LEVEL_TAG.match(line)
+        if tagged:
+            level = tagged.group(1)
+        if level in _ERROR_LEVELS:
+            errors.append(line)
 
 
 class _Watch:

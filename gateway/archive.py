@@ -16,8 +16,8 @@ CLI show a real progress bar. tests/gateway/test_archive.py holds it to the byte
 
 Everything that can refuse the request (ids, ownership, status, missing files) is
 checked before the response starts: once the first byte is out, an error can only cut
-the connection. What a job contributes comes from ``outputs_of`` alone: today its one
-MP3; the tracks of a job split by chapters will join there.
+the connection. What a job contributes comes from ``outputs_of`` alone: its output and,
+for a split job, its tracks.
 """
 
 from __future__ import annotations
@@ -75,8 +75,13 @@ class Entry:
 
 
 def outputs_of(job: Mapping[str, Any]) -> list[Output]:
-    """Return the files a done job offers for download (today its one output, in its format)."""
-    return [Output(job["mp3_fid"], output_filename(job.get("filename"), output_format(job)))]
+    """Return the files a done job offers for download: its output, then a split's tracks.
+
+    Tracks are named "<output's stem> - 01 - <title>.<ext>", so they sort together
+    after their whole output and beside it, whatever the other jobs in the batch.
+    """
+    whole = Output(job["mp3_fid"], output_filename(job.get("filename"), output_format(job)))
+    return [whole] + [Output(track["fid"], track["filename"]) for track in job.get("tracks") or ()]
 
 
 def requested_jobs(job_ids: Sequence[str], owner: str, jobs: JobStore) -> list[dict[str, Any]]:

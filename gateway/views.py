@@ -14,7 +14,15 @@ from werkzeug.http import parse_options_header
 
 from common.errors import TransientError
 from common.http.errors import ApiError
-from common.jobs import DONE, STATUSES, new_job_id, output_filename, output_format, public_view
+from common.jobs import (
+    DONE,
+    STATUSES,
+    new_job_id,
+    output_filename,
+    output_format,
+    public_view,
+    track_of,
+)
 from common.logs import log_context
 from common.mongo import FileNotFound, utcnow
 from gateway import admin, archive, metrics, quotas
@@ -33,6 +41,21 @@ MAX_PAGE_SIZE = 100
 
 def _not_found(what: str = "job") -> ApiError:
     return ApiError(404, "not_found", f"No such {what}.")
+
+
+def _not_ready(job: dict[str, Any], what: str) -> ApiError:
+    """Return the 409 for a job that is not done yet, with its status, progress and reason."""
+    return ApiError(
+        409,
+        "not_ready",
+        f"The {what} is not ready: the job is {job['status']}.",
+        extra={
+            "status": job["status"],
+            "progress": job.get("progress", 0),
+            "job_id": job["_id"],
+            "reason": job.get("error"),
+        },
+    )
 
 
 @bp.post("/login")
@@ -139,7 +162,7 @@ def _counting_upload() -> Iterator[None]:
 
 @bp.get("/download")
 def download() -> Response:
-    """Stream a finished MP3, found by its own id or by its video's id, with Range support."""
+    """Stream a finished output or one of its tracks, by its own id (or its video's), with Range."""
     owner = current_user().subject
     fid = request.args.get("fid", "")
     if not fid:
@@ -152,31 +175,23 @@ def download() -> Response:
     if job is None:
         raise _not_found("file")
     if job["status"] != DONE:
-        raise ApiError(
-            409,
-            "not_ready",
-            f"The MP3 is not ready: the job is {job['status']}.",
-            extra={
-                "status": job["status"],
-                "progress": job.get("progress", 0),
-                "job_id": job["_id"],
-                "reason": job.get("error"),
-            },
-        )
+        raise _not_ready(job, "MP3")
+    output = output_format(job)
+    # A track's id serves that track; the job's other ids its whole output.
+    track = track_of(job, fid)
+    served_fid = track["fid"] if track else job["mp3_fid"]
+    filename = track["filename"] if track else output_filename(job.get("filename"), output)
     try:
-        grid_out = svc.storage.mp3s.open(job["mp3_fid"])
+        grid_out = svc.storage.mp3s.open(served_fid)
     except FileNotFound:
         raise _not_found("file") from None
     # The stored chunks go out as they are read (no sendfile: they are not in a file).
-    output = output_format(job)
     response = Response(
         svc.storage.mp3s.reader(grid_out), mimetype=output.content_type, direct_passthrough=True
     )
-    response.headers["Content-Disposition"] = attachment(
-        output_filename(job.get("filename"), output)
-    )
+    response.headers["Content-Disposition"] = attachment(filename)
     response.headers["Cache-Control"] = "private, max-age=0"
-    response.set_etag(str(job["mp3_fid"]))
+    response.set_etag(str(served_fid))
     response.last_modified = grid_out.upload_date
     response.content_length = grid_out.length
     return response.make_conditional(
@@ -248,6 +263,38 @@ def get_job(job_id: str) -> Response:
     return jsonify(_job_body(job))
 
 
+@bp.get("/jobs/<job_id>/waveform")
+def get_waveform(job_id: str) -> Response:
+    """Return the peaks of one of the caller's finished outputs, for a player to draw."""
+    svc = services()
+    job = svc.jobs.get_owned(job_id, current_user().subject)
+    if job is None:
+        raise _not_found()
+    if job["status"] != DONE:
+        raise _not_ready(job, "waveform")
+    try:
+        waveform = svc.storage.mp3s.metadata_of(job["mp3_fid"], "waveform")
+    except FileNotFound:
+        raise _not_found("file") from None
+    if not waveform:
+        raise ApiError(
+            404,
+            "no_waveform",
+            "This job's output has no waveform: it was made before waveforms were, "
+            "or its sound could not be measured.",
+        )
+    response = jsonify(
+        job_id=job["_id"],
+        duration=waveform["duration"],
+        points=waveform["points"],
+        peaks=waveform["peaks"],
+    )
+    # The output, and so its waveform, never changes: its id tells versions apart.
+    response.headers["Cache-Control"] = "private, max-age=0"
+    response.set_etag(str(job["mp3_fid"]))
+    return response.make_conditional(request)
+
+
 @bp.delete("/jobs/<job_id>")
 def delete_job(job_id: str) -> tuple[str, int]:
     """Delete one of the caller's jobs with its video and MP3."""
@@ -271,4 +318,5 @@ def _job_body(job: dict[str, Any]) -> dict[str, Any]:
     body["download_url"] = (
         f"{root}/download?fid={body['mp3_fid']}" if job["status"] == DONE else None
     )
+    body["waveform_url"] = f"{body['status_url']}/waveform" if job["status"] == DONE else None
     return body

@@ -54,9 +54,13 @@ def _done(job: Mapping[str, Any], filename: str, public_url: str) -> tuple[str, 
     saved_as = _one_line(output_filename(job.get("filename"), output))
     link = f"{public_url}/download?{urlencode({'fid': mp3_fid})}"
     subject = f"Your {output.label} is ready: {_one_line(filename, MAX_SUBJECT_NAME)}"
+    tracks = len(job.get("tracks") or ())
+    # A split job's tracks are listed on the job and in its ZIP; the link stays the whole's.
+    split = f"Split into {tracks} tracks: see the job or download its ZIP.\n" if tracks else ""
     text = (
         f"Hello,\n\n"
         f'"{filename}" has been converted to {output.label}.\n\n'
+        f"{split}"
         f"File: {saved_as}\n"
         f"fid: {mp3_fid}\n"
         f"Download: {link}\n\n"
@@ -67,6 +71,7 @@ def _done(job: Mapping[str, Any], filename: str, public_url: str) -> tuple[str, 
     body_html = (
         f"<p>Hello,</p>"
         f"<p><strong>{html.escape(filename)}</strong> has been converted to {output.label}.</p>"
+        f"{f'<p>{html.escape(split.strip())}</p>' if split else ''}"
         f"<p>fid: <code>{html.escape(mp3_fid)}</code><br>"
         f'<a href="{html.escape(link)}">Download {html.escape(saved_as)}</a> (log in first)</p>'
         f"<p>-- video2mp3</p>"

@@ -15,7 +15,9 @@ sample and cut exactly.)
 
 Nothing here may stop an upload: whatever goes wrong (no ffmpeg, not a video,
 no audio track, an unreadable file, a full disk, a slow run) means "send the
-whole file", said in a debug log line at most.
+whole file", said in a debug log line at most. Some options need the video
+itself (``whole_video_reason``): a cover is a frame of its picture, and its
+chapters are its container's.
 """
 
 from __future__ import annotations
@@ -96,6 +98,21 @@ class AudioTrack:
     # The conversion options for this file in place of the source's start/end, and with a
     # trim, ``clip_start``: where in the video the copy begins.
     options: dict[str, str]
+
+
+def whole_video_reason(options: Mapping[str, str]) -> str | None:
+    """Return why the options need the whole video, not a copy of its sound; None if they do not.
+
+    The server's rule (``Options.needs_whole_video``, in a package the client does not
+    import), read from the options as sent: a cover (``cover`` frame, or ``cover_at``
+    alone) is a still of the picture, and ``split`` by chapters needs the container's.
+    """
+    cover = options.get("cover", "").strip().lower()
+    if cover == "frame" or (not cover and options.get("cover_at", "").strip()):
+        return "the cover is a frame of the video"
+    if options.get("split", "").strip().lower() == "chapters":
+        return "the chapters are in the video's container"
+    return None
 
 
 def find_ffmpeg() -> str | None:

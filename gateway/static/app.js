@@ -8,6 +8,7 @@ import { el } from "./dom.js";
 import { refreshJobs, resetJobs, setUpJobList } from "./jobs.js";
 import { logIn } from "./login.js";
 import { setUpFormatChoice } from "./output-format.js";
+import { setUpOutputOptions } from "./output-options.js";
 import { clearMessages } from "./messages.js";
 import { endSession, loadSession, onSessionEnd, onSessionStart, startSession } from "./session.js";
 import { chooseFile, setUpUploadForm, stopUpload } from "./upload.js";
@@ -35,6 +36,7 @@ el.refresh.addEventListener("click", () => {
 setUpUploadForm();
 setUpUrlImport();
 setUpFormatChoice();
+setUpOutputOptions();
 setUpJobList();
 
 const saved = loadSession();

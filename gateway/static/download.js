@@ -1,26 +1,47 @@
-// Saving a finished job's output (MP3 or the format it asked for), or several jobs' as one ZIP: fetched with the token (a
-// plain link could not send it), then handed to the browser as a download under the
-// name the server gives it.
+// Saving a finished job's output (MP3 or the format it asked for), one of its tracks, or
+// several jobs' as one ZIP: fetched with the token (a plain link could not send it), then
+// handed to the browser as a download under the name the server gives it.
 
 import { api } from "./api.js";
 import { clearMessages, showError, showNotice } from "./messages.js";
 import { formatOf } from "./output-format.js";
 
 export async function downloadMp3(job, button) {
+  await downloadAudio(job.download_url, outputName(job), button);
+  button.textContent = `Download ${formatOf(job).label}`;
+}
+
+// Save one track of a split job (an item of its ``tracks``).
+export async function downloadTrack(job, track, button) {
+  const label = button.textContent;
+  const stem = outputName(job).replace(/\.[^.]*$/, "");
+  const fallback = track.filename || `${stem} - ${track.number}.${formatOf(job).extension}`;
+  await downloadAudio(trackUrl(job, track), fallback, button);
+  button.textContent = label;
+}
+
+// A track downloads as the job's output does, by its own fid.
+function trackUrl(job, track) {
+  const url = new URL(job.download_url, window.location.href);
+  url.searchParams.set("fid", track.fid);
+  return `${url.pathname}${url.search}`;
+}
+
+// Save the audio at ``path`` under the server's name for it, else ``fallbackName``.
+async function downloadAudio(path, fallbackName, button) {
   clearMessages();
   button.disabled = true;
   button.textContent = "Downloading…";
   try {
-    const response = await api("GET", job.download_url, { headers: { Accept: "audio/*" } });
+    const response = await api("GET", path, { headers: { Accept: "audio/*" } });
     const blob = await response.blob();
-    const filename = filenameFrom(response.headers.get("Content-Disposition")) || outputName(job);
+    const filename = filenameFrom(response.headers.get("Content-Disposition")) || fallbackName;
     saveBlob(blob, filename);
     showNotice(`Saved ${filename}.`);
   } catch (problem) {
     if (problem.status !== 401) showError(problem.message);
   } finally {
     button.disabled = false;
-    button.textContent = `Download ${formatOf(job).label}`;
   }
 }
 

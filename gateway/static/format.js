@@ -43,3 +43,21 @@ export function formatSeconds(seconds) {
   const ss = `${String(s).padStart(2, "0")}${tail}`;
   return h ? `${h}:${String(m).padStart(2, "0")}:${ss}` : `${m}:${ss}`;
 }
+
+const TIME = /^\s*(?:(?:(\d+):)?(\d{1,2}):)?(\d+(?:\.\d+)?)\s*$/;
+
+// Read a time as the server reads one (common/options.py): seconds ("90.5") or a clock
+// ("1:30", "1:02:03"). Return seconds, null for an empty text, NaN for anything else.
+export function parseTime(text) {
+  if (text == null || String(text).trim() === "") return null;
+  const match = TIME.exec(String(text));
+  if (!match) return NaN;
+  const [hours, minutes, seconds] = match.slice(1).map((part) => Number(part || 0));
+  if ((match[2] && seconds >= 60) || (match[1] && minutes >= 60)) return NaN;
+  return hours * 3600 + minutes * 60 + seconds;
+}
+
+// A loudness or level in dB as a reader writes it: one decimal, a true minus sign.
+export function formatLevel(value) {
+  return value.toFixed(1).replace(/^-/, "\u2212");
+}

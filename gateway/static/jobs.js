@@ -4,8 +4,8 @@
 
 import { api } from "./api.js";
 import { el } from "./dom.js";
-import { downloadMp3, downloadZip } from "./download.js";
-import { ACTIVE, createRow, updateRow } from "./job-row.js";
+import { downloadMp3, downloadTrack, downloadZip } from "./download.js";
+import { ACTIVE, createRow, releaseRow, updateRow } from "./job-row.js";
 import { clearMessages, showError, showNotice } from "./messages.js";
 import { formatOf } from "./output-format.js";
 import { currentSession } from "./session.js";
@@ -68,6 +68,7 @@ export function resetJobs() {
   clearTimeout(pollTimer);
   refreshSeq += 1; // answers still on their way belong to the old session
   jobsSignature = null;
+  rows.forEach(releaseRow);
   rows.clear();
   lastStatus.clear();
   el.jobList.replaceChildren();
@@ -92,6 +93,7 @@ function renderJobs(jobs, total) {
   });
   for (const [jobId, row] of rows) {
     if (!seen.has(jobId)) {
+      releaseRow(row);
       row.remove();
       rows.delete(jobId);
       lastStatus.delete(jobId);
@@ -109,9 +111,14 @@ function renderJobs(jobs, total) {
 
 function addRow() {
   const row = createRow();
-  const { select, download, remove } = row.parts;
+  const { select, download, remove, tracks } = row.parts;
   select.addEventListener("change", showSelection);
   download.addEventListener("click", () => downloadMp3(row.job, download));
+  tracks.addEventListener("click", (event) => {
+    const button = event.target.closest("button[data-track]");
+    const track = button && row.job.tracks && row.job.tracks[Number(button.dataset.track)];
+    if (track && !button.disabled) downloadTrack(row.job, track, button);
+  });
   remove.addEventListener("click", () => deleteJob(row.job, remove));
   return row;
 }

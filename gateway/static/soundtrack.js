@@ -22,6 +22,8 @@
 //
 // Nothing here may stop an upload: whatever goes wrong means null, "send the whole file".
 
+import { parseTime } from "./format.js";
+
 const MP4BOX = "./vendor/mp4box/mp4box.all.js";
 // Audio kept on each side of a trim: the server cuts inside it.
 const TRIM_MARGIN_SECONDS = 1;
@@ -144,17 +146,6 @@ function loadMp4box() {
 }
 
 // ---- the user's range, read as the server reads it ----
-
-const TIME = /^\s*(?:(?:(\d+):)?(\d{1,2}):)?(\d+(?:\.\d+)?)\s*$/;
-
-function parseTime(text) {
-  if (text == null || String(text).trim() === "") return null;
-  const match = TIME.exec(String(text));
-  if (!match) return NaN;
-  const [hours, minutes, seconds] = match.slice(1).map((part) => Number(part || 0));
-  if ((match[2] && seconds >= 60) || (match[1] && minutes >= 60)) return NaN;
-  return hours * 3600 + minutes * 60 + seconds;
-}
 
 function trimRange(start, end) {
   const range = { start: parseTime(start), end: parseTime(end) };

@@ -8,6 +8,7 @@ import { el } from "./dom.js";
 import { formatBytes, formatDelay } from "./format.js";
 import { refreshJobs } from "./jobs.js";
 import { clearMessages, showError, showNotice } from "./messages.js";
+import { OptionProblem, outputOptionFields, wholeVideoReason } from "./output-options.js";
 import { currentSession } from "./session.js";
 import { audioTrackOf } from "./soundtrack.js";
 import { fingerprintOf, startResumableUpload } from "./tus-upload.js";
@@ -95,6 +96,8 @@ function setUpDropZone() {
   });
 }
 
+// Return the chosen options as [name, value] pairs, or null when one is refused here: the
+// refusal is then shown on its field, as the server's would be.
 export function optionFields() {
   const fields = [];
   const [name, value] = el.encoding.value.split(":");
@@ -102,6 +105,14 @@ export function optionFields() {
   for (const input of el.uploadForm.querySelectorAll(".options [name]")) {
     const text = input.value.trim();
     if (text) fields.push([input.name, text]);
+  }
+  try {
+    fields.push(...outputOptionFields());
+  } catch (problem) {
+    if (!(problem instanceof OptionProblem)) throw problem;
+    showError(problem.message);
+    markInvalid(problem.field);
+    return null;
   }
   return fields;
 }
@@ -127,11 +138,12 @@ export function markInvalid(field) {
 // original file, the fields and `audioOnly`.
 // A phone video's sound is copied out in the browser (soundtrack.js) and sent alone, under
 // the video's name, with the trim shifted to the copy's times; anything else, or with "Upload
-// the whole video" ticked, goes whole. The server checks the copy like any upload.
+// the whole video" ticked, or with options that need the picture or the container (a cover,
+// chapters), goes whole. The server checks the copy like any upload.
 async function prepareUpload(file, fields) {
   const options = Object.fromEntries(fields);
   const whole = { body: file, metadata: { filename: file.name, ...options }, audioOnly: false };
-  if (el.fullUpload.checked) return whole;
+  if (el.fullUpload.checked || wholeVideoReason(options)) return whole;
   const track = await audioTrackOf(file, { start: options.start, end: options.end });
   if (!track) return whole;
   const { start: _start, end: _end, ...untrimmed } = options;
@@ -161,6 +173,7 @@ async function upload(event) {
   markInvalid(null);
   const file = chosenFile;
   const fields = optionFields();
+  if (!fields) return;
   const running = { file, handle: null, halted: null, verb: "Uploading", sent: 0, total: 0 };
   currentUpload = running;
   el.uploadLabel.textContent = `Uploading ${file.name}`;
@@ -185,6 +198,8 @@ async function sendResumably(running, fields) {
   const sending = await prepareUpload(file, fields);
   // Said in the label while it goes and in the notice when it is done.
   let described = file.name;
+  const reason = wholeVideoReason(sending.metadata);
+  if (reason) described = `${file.name} (the whole video, for ${reason})`;
   if (sending.audioOnly) {
     running.verb = "Uploading the sound of";
     const sizes = `${formatBytes(sending.body.size)} of ${formatBytes(file.size)}`;

@@ -28,11 +28,13 @@ async function importUrl() {
     markInvalid("url");
     return;
   }
+  const fields = optionFields();
+  if (!fields) return;
   el.urlButton.disabled = true;
   try {
     await api("POST", "/jobs", {
       headers: { "Content-Type": "application/json" },
-      body: JSON.stringify({ url, options: Object.fromEntries(optionFields()) }),
+      body: JSON.stringify({ url, options: Object.fromEntries(fields) }),
     });
     showNotice(`Queued ${url}: the server fetches it and converts it.`);
     el.urlInput.value = "";

@@ -7,7 +7,18 @@ import time
 import pytest
 from bson import ObjectId
 
-from common.jobs import DONE, FAILED, PROCESSING, QUEUED, JobStore, new_job_id, public_view
+from common.jobs import (
+    DONE,
+    FAILED,
+    PROCESSING,
+    QUEUED,
+    JobStore,
+    files_of,
+    jobs_collection,
+    new_job_id,
+    public_view,
+    track_of,
+)
 
 
 @pytest.fixture
@@ -182,3 +193,22 @@ def test_a_clips_trim_is_shown_in_the_videos_times(jobs):
     assert public_view(stored)["options"] == {"start": 4.3, "end": 7.5, "bitrate": 192}
     untrimmed = make_job(jobs, options={"bitrate": 128}, clip_start=None)
     assert public_view(jobs.get(untrimmed["_id"]))["options"] == {"bitrate": 128}
+
+
+def test_a_split_jobs_tracks_find_it_count_as_referenced_and_are_indexed(jobs, storage):
+    job = make_job(jobs)
+    jobs.start(job["_id"])
+    whole, first, second, unknown = ObjectId(), ObjectId(), ObjectId(), ObjectId()
+    tracks = [{"fid": first, "number": 1}, {"fid": second, "number": 2}]
+    jobs.finish(job["_id"], mp3_fid=whole, results={"tracks": tracks})
+    stored = jobs.get(job["_id"])
+
+    assert jobs.find_by_file(str(second), "a@example.com")["_id"] == job["_id"]
+    assert jobs.find_by_file(second, "b@example.com") is None
+    assert track_of(stored, str(second)) == {"fid": second, "number": 2}
+    assert track_of(stored, whole) is None
+    assert files_of(stored) == [whole, first, second]
+    assert jobs.referenced_mp3s([first, second, unknown]) == {first, second}
+    assert public_view(stored)["tracks"][0] == {"fid": str(first), "number": 1}
+    indexes = jobs_collection(storage.client, storage.config).index_information()
+    assert indexes["tracks.fid_1"].get("sparse") is True

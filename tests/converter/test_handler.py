@@ -11,6 +11,7 @@ from common.errors import PermanentError, TransientError
 from common.jobs import DONE, FAILED, JobStore, new_job_id
 from common.messaging import Delivery
 from converter.handler import Converter
+from converter.tracks import NO_CHAPTERS
 from tests.support.media import make_video, probe_duration
 
 
@@ -199,10 +200,10 @@ class HeldFinish(JobStore):
         self.reached = threading.Event()
         self.release = threading.Event()
 
-    def finish(self, job_id, *, mp3_fid):
+    def finish(self, job_id, *, mp3_fid, results=None):
         self.reached.set()
         assert self.release.wait(60), "the test never let the finish go"
-        return super().finish(job_id, mp3_fid=mp3_fid)
+        return super().finish(job_id, mp3_fid=mp3_fid, results=results)
 
 
 @contextlib.contextmanager
@@ -252,3 +253,58 @@ def test_a_losing_delivery_deletes_only_an_mp3_no_job_points_to(
 
     assert jobs.get(message["job_id"])["status"] == FAILED
     assert storage.mp3s.find_one({"_id": orphan}) is None, "an MP3 no job refers to was kept"
+
+
+def split_job(storage, jobs, path, split):
+    message = queued_job(storage, jobs, path)
+    jobs._jobs.update_one({"_id": message["job_id"]}, {"$set": {"options": {"split": split}}})
+    return message
+
+
+def test_a_split_job_stores_its_tracks_before_its_output_and_a_redelivery_reuses_them(
+    converter, storage, jobs, publisher, workdir, tmp_path
+):
+    message = split_job(storage, jobs, make_video(tmp_path / "clip.mp4", seconds=12), 10)
+
+    converter.handle(message, delivery())
+
+    job = jobs.get(message["job_id"])
+    assert job["status"] == DONE
+    assert [(t["number"], t["title"], t["start"]) for t in job["tracks"]] == [
+        (1, "Part 1", 0),
+        (2, "Part 2", 10),
+    ]
+    files = storage.client[storage.config.mp3s_db]["fs.files"]
+    stored = list(files.find({"metadata.job_id": message["job_id"]}).sort("_id", 1))
+    assert [f["metadata"].get("track") for f in stored] == [1, 2, None]  # the whole last
+    assert [f["_id"] for f in stored] == [t["fid"] for t in job["tracks"]] + [job["mp3_fid"]]
+    assert [f["filename"] for f in stored[:2]] == [
+        "clip - 01 - Part 1.mp3",
+        "clip - 02 - Part 2.mp3",
+    ]
+    assert [f["length"] for f in stored[:2]] == [t["size"] for t in job["tracks"]]
+    assert list(workdir.iterdir()) == []
+    # As if the converter died after storing the output but before finishing the job:
+    jobs._jobs.update_one(
+        {"_id": message["job_id"]},
+        {"$set": {"status": "processing", "mp3_fid": None, "tracks": None}},
+    )
+
+    converter.handle(message, delivery(attempt=2))
+
+    assert jobs.get(message["job_id"])["tracks"] == job["tracks"]
+    assert files.count_documents({"metadata.job_id": message["job_id"]}) == 3
+
+
+def test_a_split_on_chapters_of_a_video_without_any_fails_before_converting(
+    converter, storage, jobs, publisher, tmp_path, monkeypatch
+):
+    message = split_job(storage, jobs, make_video(tmp_path / "clip.mp4", seconds=2), "chapters")
+    monkeypatch.setattr("converter.handler.transcode", None)  # never reached
+
+    converter.handle(message, delivery())
+
+    job = jobs.get(message["job_id"])
+    assert (job["status"], job["error"]) == (FAILED, NO_CHAPTERS)
+    files = storage.client[storage.config.mp3s_db]["fs.files"]
+    assert files.count_documents({"metadata.job_id": message["job_id"]}) == 0

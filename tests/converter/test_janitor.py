@@ -415,3 +415,24 @@ def test_the_video_sweep_goes_on_past_a_batch_of_kept_videos(storage, jobs, rabb
         assert not video_kept(storage, orphan)
     finally:
         publisher.close()
+
+
+def test_a_split_jobs_tracks_are_kept_while_listed_and_deleted_when_it_expires(
+    storage, jobs, janitor
+):
+    job_id, _ = stored_job(storage, jobs)
+    jobs.start(job_id)
+    whole = stored_mp3(storage, job_id, seconds_ago=120)
+    listed = [stored_mp3(storage, job_id, seconds_ago=120) for _ in range(2)]
+    # A track of a delivery that died before storing the output: the finished job lists others.
+    leftover = stored_mp3(storage, job_id, seconds_ago=120)
+    tracks = [{"fid": fid, "number": n, "title": f"T{n}"} for n, fid in enumerate(listed, 1)]
+    jobs.finish(job_id, mp3_fid=whole, results={"tracks": tracks})
+
+    assert janitor.run_once().orphans == 1
+
+    assert not kept(storage, leftover)
+    assert all(kept(storage, fid) for fid in (whole, *listed))
+    age(jobs, job_id, finished_at=8 * 24 * 3600)
+    assert janitor.run_once().expired == 1
+    assert not any(kept(storage, fid) for fid in (whole, *listed))

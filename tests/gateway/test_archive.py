@@ -26,6 +26,7 @@ from gateway.archive import (
     archive_length,
     archive_name,
     entry_name,
+    outputs_of,
     stream,
     unique_name,
 )
@@ -189,3 +190,26 @@ def test_sizes_and_offsets_past_4_gib_get_zip64_records_and_the_length_still_mat
         assert archive.read("tail.mp3") == tail  # found past 4 GiB, its CRC checked
         with archive.open("past.mp3") as member:
             assert member.read(1024) == bytes(1024)
+
+
+def test_a_split_job_offers_its_output_then_its_tracks():
+    job = {
+        "mp3_fid": "whole",
+        "filename": "talk.mp4",
+        "options": {"format": "opus"},
+        "tracks": [
+            {"fid": "t1", "filename": "talk - 01 - Intro.opus"},
+            {"fid": "t2", "filename": "talk - 02 - End.opus"},
+        ],
+    }
+
+    outputs = outputs_of(job)
+
+    assert [(o.fid, o.name) for o in outputs] == [
+        ("whole", "talk.opus"),
+        ("t1", "talk - 01 - Intro.opus"),
+        ("t2", "talk - 02 - End.opus"),
+    ]
+    assert [(o.fid, o.name) for o in outputs_of({**job, "tracks": None})] == [
+        ("whole", "talk.opus")
+    ]

@@ -12,7 +12,7 @@ import re
 import struct
 import subprocess
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import imageio_ffmpeg
 import pytest
@@ -150,6 +150,76 @@ def make_audio(
     return make_video(path, seconds=seconds, video=False, audio_codec=codec, **kwargs)
 
 
+def make_scenes(
+    path: str | Path, scenes: list[tuple[str, float]], *, size: str = "320x240", rate: int = 25
+) -> Path:
+    """Write an MP4 of consecutive scenes over a sine tone; return its path.
+
+    Each scene is a colour ("black", "red") or "testsrc", and its seconds. The
+    picture has a keyframe each second, as phones and streaming sites write them.
+    """
+    inputs: list[str] = []
+    for source, seconds in scenes:
+        picture = "testsrc=" if source == "testsrc" else f"color=c={source}:"
+        inputs += ["-f", "lavfi", "-i", f"{picture}size={size}:rate={rate}:duration={seconds}"]
+    total = sum(seconds for _, seconds in scenes)
+    inputs += ["-f", "lavfi", "-i", f"sine=frequency=440:duration={total}"]
+    joined = "".join(f"[{index}:v]" for index in range(len(scenes)))
+    run_ffmpeg(
+        *("-loglevel", "error", "-y", *inputs),
+        *("-filter_complex", f"{joined}concat=n={len(scenes)}:v=1:a=0[v]", "-map", "[v]"),
+        *("-map", f"{len(scenes)}:a", "-c:v", "libx264", *_VIDEO_SPEED["libx264"]),
+        *("-g", str(rate), "-c:a", "aac", "-t", str(total), path),
+    )
+    return Path(path)
+
+
+def add_cover_art(path: str | Path, dst: str | Path, *, colour: str) -> Path:
+    """Copy an audio file to ``dst`` with a plain picture of ``colour`` as its cover art."""
+    run_ffmpeg(
+        *("-loglevel", "error", "-y", "-i", path, "-f", "lavfi"),
+        # One frame: "-frames:v 1" would end the sound with it.
+        *("-i", f"color=c={colour}:size=300x300:rate=1:duration=1", "-map", "0:a", "-map", "1:v"),
+        *("-c:a", "copy", "-c:v", "mjpeg"),
+        *("-disposition:v", "attached_pic", dst),
+    )
+    return Path(dst)
+
+
+def mean_colour(path: str | Path) -> tuple[int, int, int]:
+    """Return the mean RGB of a file's first picture: an image, a frame, or its cover art."""
+    completed = run_ffmpeg(
+        *("-loglevel", "error", "-i", path, "-map", "0:v:0", "-frames:v", "1"),
+        *("-vf", "scale=1:1:flags=area", "-pix_fmt", "rgb24", "-f", "rawvideo", "-"),
+    )
+    red, green, blue = completed.stdout[:3]
+    return red, green, blue
+
+
+def picture_size(path: str | Path) -> tuple[int, int]:
+    """Return the width and height of a file's first picture, as ffmpeg reads them."""
+    match = re.search(r"Stream #0:\d+\S*: Video: .*?, (\d+)x(\d+)", describe(path))
+    if match is None:
+        pytest.fail(f"{path} has no picture:\n{describe(path)}", pytrace=False)
+    return int(match.group(1)), int(match.group(2))
+
+
+def video_with_chapters(path: Path, chapters: list[tuple[str, float, float]]) -> Path:
+    """Write a clip as long as ``chapters`` (title, start, end in seconds) that has them."""
+    plain = make_video(path.with_name(f"plain-{path.name}"), seconds=chapters[-1][2])
+    metadata = path.with_name(f"{path.stem}-chapters.txt")
+    lines = [";FFMETADATA1"]
+    for title, start, end in chapters:
+        lines += ["[CHAPTER]", "TIMEBASE=1/1000", f"START={start * 1000}", f"END={end * 1000}"]
+        lines.append(f"title={title}")
+    metadata.write_text("\n".join(lines) + "\n")
+    run_ffmpeg(
+        "-loglevel", "error", "-y", "-i", plain, "-i", metadata,
+        "-map", "0", "-map_chapters", "1", "-c", "copy", path,
+    )  # fmt: skip
+    return path
+
+
 def truncate(src: str | Path, dst: str | Path, *, fraction: float) -> Path:
     """Copy the first ``fraction`` of ``src``'s bytes to ``dst``, as a cut-off upload would."""
     data = Path(src).read_bytes()
@@ -251,3 +321,22 @@ def audio_packet_hashes(path: str | Path) -> list[str]:
         if line and not line.startswith("#"):
             hashes.append(line.split(",")[5].strip())
     return hashes
+
+
+class Loudness(NamedTuple):
+    """A file's EBU R128 integrated loudness (LUFS) and true peak (dBTP)."""
+
+    integrated: float
+    true_peak: float
+
+
+def loudness_of(path: str | Path) -> Loudness:
+    """Measure a file's loudness with ffmpeg's ebur128 filter, as a loudness meter would."""
+    meter = ["-af", "ebur128=peak=true:framelog=verbose", "-f", "null", "-"]
+    completed = run_ffmpeg("-nostats", "-i", path, "-map", "0:a:0", *meter)
+    summary = completed.stderr.decode(errors="replace").rpartition("Summary:")[2]
+    integrated = re.search(r"^\s+I:\s+(\S+) LUFS$", summary, re.MULTILINE)
+    peak = re.search(r"^\s+Peak:\s+(\S+) dBFS$", summary, re.MULTILINE)
+    if not summary or integrated is None or peak is None:
+        pytest.fail(f"ebur128 measured nothing in {path}:\n{summary}", pytrace=False)
+    return Loudness(float(integrated.group(1)), float(peak.group(1)))

@@ -10,6 +10,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from video2mp3.cli.errors import (
     EXIT_AUTH,
@@ -22,14 +23,18 @@ from video2mp3.cli.errors import (
 )
 from video2mp3.cli.output import (
     JOB_COLUMNS,
+    TRACK_COLUMNS,
     fail,
     format_fields,
     format_local_time,
     format_table,
     job_lines,
     job_rows,
+    job_tracks,
+    loudness_text,
     note,
     say,
+    track_rows,
     usage_lines,
 )
 from video2mp3.cli.parser import MAX_PAGE_SIZE, OPTION_FIELDS, PROG
@@ -238,7 +243,8 @@ def _check_directory(path: Path) -> None:
 
 
 def _finish(client: Client, name: str, job_id: str, directory: Path) -> bool:
-    """Wait for one job and download its MP3; return False (having said why) if it failed."""
+    """Wait for one job and download its MP3, then show its loudness and tracks if it has
+    them; return False (having said why) if it failed."""
     try:
         job = wait_for_job(client, job_id, label=name)
     except ApiError as exc:
@@ -251,7 +257,16 @@ def _finish(client: Client, name: str, job_id: str, directory: Path) -> bool:
         return False
     saved = save_download(client, job["mp3_fid"], directory)
     say(f"{name}: saved {saved}")
+    if isinstance(job.get("loudness"), dict):
+        say(f"{name}: loudness {loudness_text(job['loudness'])}")
+    if tracks := job_tracks(job):
+        say(f"{name}: {len(tracks)} tracks, saved by: {PROG} download {job_id} --tracks")
+        say(_indented(format_table(TRACK_COLUMNS, track_rows(tracks))))
     return True
+
+
+def _indented(text: str) -> str:
+    return "\n".join(f"  {line}" for line in text.splitlines())
 
 
 # --- jobs, status, download, delete, usage ------------------------------------
@@ -279,6 +294,9 @@ def run_status(args: argparse.Namespace) -> int:
     with _client(args) as client:
         job = client.job(args.job_id)
     say(format_fields(job_lines(job)))
+    if tracks := job_tracks(job):
+        say("")
+        say(format_table(TRACK_COLUMNS, track_rows(tracks)))
     return EXIT_OK
 
 
@@ -289,22 +307,55 @@ def run_download(args: argparse.Namespace) -> int:
         raise CommandError("give job ids or --all, not both", EXIT_USAGE)
     if not args.all and not args.ids:
         raise CommandError("give the id of what to download, or --all", EXIT_USAGE)
+    if args.tracks:
+        return _download_tracks(args)
     if args.all or args.zip or len(args.ids) > 1:
         return _download_zip(args)
     with _client(args) as client:
         fid = args.ids[0]
         if _JOB_ID.fullmatch(fid):
-            job = client.job(fid)
-            if job["status"] == "failed":
-                raise CommandError(f"job {fid} failed: {job.get('error') or 'no reason given'}")
-            if job["status"] != "done":
-                raise CommandError(
-                    f"the MP3 is not ready: job {fid} is {job['status']} "
-                    f"({job.get('progress') or 0}% done)"
-                )
-            fid = job["mp3_fid"]
+            fid = _done_job(client, fid)["mp3_fid"]
         saved = save_download(client, fid, args.output)
     say(f"saved {saved}")
+    return EXIT_OK
+
+
+def _done_job(client: Client, job_id: str) -> dict[str, Any]:
+    """Return a job whose output is ready.
+
+    Raises:
+        CommandError: the job failed or is not done yet (exit 1).
+    """
+    job = client.job(job_id)
+    if job["status"] == "failed":
+        raise CommandError(f"job {job_id} failed: {job.get('error') or 'no reason given'}")
+    if job["status"] != "done":
+        raise CommandError(
+            f"the MP3 is not ready: job {job_id} is {job['status']} "
+            f"({job.get('progress') or 0}% done)"
+        )
+    return job
+
+
+def _download_tracks(args: argparse.Namespace) -> int:
+    """Download the tracks of split jobs, each under its name, into the output directory."""
+    if args.all or args.zip:
+        raise CommandError(
+            "--tracks takes job ids, not --all or --zip (a ZIP has the tracks)", EXIT_USAGE
+        )
+    job_ids = list(dict.fromkeys(args.ids))
+    for job_id in job_ids:
+        if not _JOB_ID.fullmatch(job_id):
+            raise CommandError(f"{job_id} is not a job id: --tracks takes job ids", EXIT_USAGE)
+    with _client(args) as client:
+        jobs = [_done_job(client, job_id) for job_id in job_ids]
+        for job in jobs:
+            if not job_tracks(job):
+                raise CommandError(f"job {job['job_id']} has no tracks: it was not split (--split)")
+        for job in jobs:
+            for track in job_tracks(job):
+                saved = save_download(client, track["fid"], args.output, name=track.get("filename"))
+                say(f"saved {saved}")
     return EXIT_OK
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
@@ -11,6 +12,7 @@ from video2mp3.cli.parser import PROG
 from video2mp3.progress import human_size
 
 JOB_COLUMNS = ("JOB ID", "STATUS", "PROGRESS", "CREATED", "MP3 FID", "FILE")
+TRACK_COLUMNS = ("#", "TITLE", "START", "LENGTH", "SIZE", "FILE")
 
 
 def say(text: str) -> None:
@@ -47,7 +49,8 @@ def job_rows(jobs: Iterable[dict[str, Any]]) -> list[tuple[str, ...]]:
 
 
 def job_lines(job: dict[str, Any]) -> list[tuple[str, str]]:
-    """Return ``(name, text)`` lines for one job, with the command that downloads its MP3."""
+    """Return ``(name, text)`` lines for one job, with the commands that download its output
+    and its tracks (``track_rows`` lays out the tracks themselves)."""
     options = job.get("options") or {}
     size = job.get("size")
     lines = [
@@ -59,6 +62,10 @@ def job_lines(job: dict[str, Any]) -> list[tuple[str, str]]:
         lines.append(("error", job["error"]))
     lines += [
         ("options", " ".join(f"{k}={v}" for k, v in options.items()) or "defaults"),
+    ]
+    if isinstance(job.get("loudness"), dict):
+        lines.append(("loudness", loudness_text(job["loudness"])))
+    lines += [
         ("created", format_local_time(job.get("created_at"))),
         ("started", format_local_time(job.get("started_at"))),
         ("finished", format_local_time(job.get("finished_at"))),
@@ -67,7 +74,61 @@ def job_lines(job: dict[str, Any]) -> list[tuple[str, str]]:
     ]
     if job["status"] == "done" and job.get("mp3_fid"):
         lines.append(("download", f"{PROG} download {job['mp3_fid']}"))
+        if tracks := job_tracks(job):
+            lines.append(("tracks", f"{len(tracks)}: {PROG} download {job['job_id']} --tracks"))
     return lines
+
+
+def job_tracks(job: dict[str, Any]) -> list[dict[str, Any]]:
+    """Return the tracks of a split job (none for any other), in their order."""
+    tracks = job.get("tracks")
+    if not isinstance(tracks, list):
+        return []
+    return [track for track in tracks if isinstance(track, dict) and track.get("fid")]
+
+
+def track_rows(tracks: Iterable[dict[str, Any]]) -> list[tuple[str, ...]]:
+    """Return one row of ``TRACK_COLUMNS`` per track of a split job."""
+    return [
+        (
+            str(track.get("number") or "-"),
+            track.get("title") or "-",
+            format_clock(track.get("start")),
+            format_clock(track.get("duration")),
+            human_size(track["size"]) if _is_number(track.get("size")) else "-",
+            track.get("filename") or "-",
+        )
+        for track in tracks
+    ]
+
+
+def loudness_text(loudness: dict[str, Any]) -> str:
+    """Show a job's measured loudness, before and after, beside its target and true peaks."""
+
+    def figure(key: str) -> str:
+        value = loudness.get(key)
+        return f"{value:.1f}" if _is_number(value) else "?"
+
+    return (
+        f"{figure('input_i')} LUFS -> {figure('output_i')} LUFS "
+        f"(target {figure('target')} LUFS; true peak {figure('input_tp')} -> "
+        f"{figure('output_tp')} dBTP)"
+    )
+
+
+def format_clock(seconds: float | None) -> str:
+    """Show seconds as a time on a clock: 0:05, 10:00, 1:02:03 (to the nearest second)."""
+    if not _is_number(seconds) or not math.isfinite(seconds) or seconds < 0:
+        return "-"
+    minutes, secs = divmod(round(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}:{secs:02d}"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}"
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def usage_lines(account: dict[str, Any]) -> list[tuple[str, str]]:

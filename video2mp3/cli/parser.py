@@ -22,10 +22,16 @@ OPTION_FIELDS = (
     "title",
     "artist",
     "album",
+    "loudness",
+    "cover",
+    "cover_at",
+    "split",
 )
 MAX_PAGE_SIZE = 100
 # The server's output formats (common.options.FORMATS, which the CLI does not import).
 FORMATS = ("mp3", "m4a", "opus", "flac", "wav")
+# The server's cover choices (common.options.COVERS).
+COVERS = ("frame", "none")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -98,10 +104,32 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("--artist", help="ID3 artist")
     convert.add_argument("--album", help="ID3 album")
     convert.add_argument(
+        "--loudness",
+        metavar="LUFS",
+        help="normalise to this integrated loudness, -70 to -5: -16 for podcasts, "
+        "-14 for streaming, -23 for broadcast (EBU R128, two passes)",
+    )
+    convert.add_argument(
+        "--cover",
+        choices=COVERS,
+        help="frame: a still of the video as cover art (not with --format wav); "
+        "none (default): no cover",
+    )
+    convert.add_argument(
+        "--cover-at", metavar="TIME", help="take the cover's frame at TIME (implies --cover frame)"
+    )
+    convert.add_argument(
+        "--split",
+        metavar="chapters|TIME",
+        help="also make one track per chapter of the video, or parts of TIME each "
+        "(600 or 10:00, at least 10 s)",
+    )
+    convert.add_argument(
         "--full-upload",
         action="store_true",
         help="send the whole video, not only its audio track (which needs ffmpeg: "
-        "on PATH or from 'pip install video2mp3[cli-audio]')",
+        "on PATH or from 'pip install video2mp3[cli-audio]'); a cover and --split chapters "
+        "need the whole video, which is then always sent",
     )
     convert.add_argument(
         "--wait",
@@ -141,6 +169,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--zip",
         action="store_true",
         help="keep the ZIP as it came instead of unpacking its MP3s into DIR",
+    )
+    download.add_argument(
+        "--tracks",
+        action="store_true",
+        help="save the tracks of split jobs (--split), each in its own file, "
+        "instead of the whole output",
     )
     download.add_argument(
         "-o", "--output", type=Path, default=Path(), metavar="DIR", help="default: here"

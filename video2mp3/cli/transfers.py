@@ -45,11 +45,16 @@ def upload(
 
     With ``audio_only``, a video's audio track is sent in its place when ffmpeg
     can copy it out (``soundtrack``), under the video's name, so the MP3 and the
-    email are named after it; otherwise, silently, the whole file. What is sent
-    goes resumably (``tus``) from ``resumable.threshold`` bytes on, and an upload
-    of the same file with the same options that an earlier run left unfinished
-    is resumed, the track it was copying included.
+    email are named after it; otherwise, silently, the whole file. Options that
+    need the picture or the container (a cover, chapters) have the whole file
+    sent, and say so. What is sent goes resumably (``tus``) from
+    ``resumable.threshold`` bytes on, and an upload of the same file with the
+    same options that an earlier run left unfinished is resumed, the track it
+    was copying included.
     """
+    if audio_only and (reason := soundtrack.whole_video_reason(options)):
+        note(f"{path.name}: sending the whole file: {reason}")
+        audio_only = False
     key = fingerprint(
         server=client.server,
         user=resumable.user,
@@ -178,8 +183,9 @@ def wait_for_job(client: Client, job_id: str, *, label: str) -> dict[str, Any]:
     return job
 
 
-def save_download(client: Client, fid: str, directory: Path) -> Path:
-    """Download an MP3 into ``directory`` under the server's name for it; return the path.
+def save_download(client: Client, fid: str, directory: Path, *, name: str | None = None) -> Path:
+    """Download an MP3 into ``directory`` under ``name`` or else the server's name for it;
+    return the path.
 
     An existing file is never overwritten: "name (1).mp3" and so on are tried.
     The bytes go to a hidden ".part" file first, renamed once complete.
@@ -189,7 +195,8 @@ def save_download(client: Client, fid: str, directory: Path) -> Path:
     """
     _make_directory(directory)
     with client.download(fid) as download:
-        target = _unused_path(directory / download.filename)
+        filename = safe_filename(name, download.filename) if name else download.filename
+        target = _unused_path(directory / filename)
         bar = _receive(download, target)
     _publish(_partial_path(target), target)
     bar.finish(bar.summary())

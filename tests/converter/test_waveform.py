@@ -1,0 +1,285 @@
+"""Waveforms measured with the real ffmpeg, of outputs the converter made, and in the handler."""
+
+from __future__ import annotations
+
+import math
+import threading
+from pathlib import Path
+
+import pytest
+
+from common.errors import PermanentError, TransientError
+from common.jobs import DONE, PROCESSING, JobStore
+from common.options import FORMATS, Options
+from converter import waveform as waveform_module
+from converter.handler import Converter
+from converter.transcode import CPU_FLOOR_S, CPU_SECONDS_PER_MEDIA_SECOND, transcode
+from converter.waveform import MAX_POINTS, MIN_POINTS, Waveform, peaks, points_for
+from tests.converter.test_handler import RecordingPublisher, delivery, queued_job
+from tests.support import media
+
+SECONDS = 8.0
+QUIET_DB = -20.0
+# A full-scale tone, then the same tone 20 dB down (a tenth of full scale).
+LOUD_THEN_QUIET = (
+    f"aevalsrc=if(lt(t\\,{SECONDS / 2})\\,1\\,{10 ** (QUIET_DB / 20)})*sin(2*PI*440*t)"
+    f":sample_rate=44100:duration={SECONDS}"
+)
+# lavfi's sine is an eighth of full scale; make_video spreads it over two channels at -3 dB.
+SINE_PEAK = 0.125
+STEREO_SINE_PEAK = SINE_PEAK / math.sqrt(2)
+# Lossy encoders round a peak by a few hundredths of full scale.
+LOUD_AT_LEAST = 0.9
+QUIET_RANGE = (0.08, 0.12)
+
+
+def make_sound(path: Path, source: str, *, channels: str = "mono") -> Path:
+    """Write a lavfi ``source`` (as mono, or as its first channel beside a silent one)."""
+    if channels == "mono":
+        graph = source
+    else:
+        graph = f"{source}[a];anullsrc=r=44100:cl=mono[z];[a][z]amerge=inputs=2,atrim=0:{SECONDS}"
+    media.run_ffmpeg("-loglevel", "error", "-y", "-filter_complex", graph, path)
+    return path
+
+
+@pytest.fixture
+def jobs(storage) -> JobStore:
+    return JobStore(storage.client, storage.config)
+
+
+@pytest.fixture
+def converter(storage, jobs, tmp_path) -> Converter:
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    return Converter(
+        storage=storage,
+        jobs=jobs,
+        publisher=RecordingPublisher(),
+        mp3_queue="mp3",
+        workdir=str(workdir),
+    )
+
+
+@pytest.fixture(scope="module")
+def loud_then_quiet(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_sound(tmp_path_factory.mktemp("tone") / "tone.wav", LOUD_THEN_QUIET)
+
+
+def assert_loud_then_quiet(found: Waveform) -> None:
+    """Check the first half's peaks are near full scale and the second's near a tenth."""
+    half = found.points // 2
+    # The buckets next to the step, and the ends (an encoder's delay and fade), may mix both.
+    loud, quiet = found.peaks[2 : half - 2], found.peaks[half + 2 : -2]
+    assert min(loud) >= LOUD_AT_LEAST, loud
+    assert max(loud) <= 1.0
+    low, high = QUIET_RANGE
+    assert all(low <= peak <= high for peak in quiet), quiet
+
+
+@pytest.mark.parametrize("output", list(FORMATS))
+def test_each_output_format_draws_the_loud_half_and_the_quiet_half(
+    loud_then_quiet, tmp_path, output
+):
+    made = tmp_path / f"made.{output}"
+    result = transcode(loud_then_quiet, made, Options(format=output))
+
+    found = peaks(made, result.duration)
+
+    assert found.points == MIN_POINTS
+    assert found.duration == pytest.approx(SECONDS, abs=0.1)
+    assert_loud_then_quiet(found)
+    assert all(peak == round(peak, 3) for peak in found.peaks)
+
+
+def test_the_peak_of_each_bucket_is_the_loudest_channels(tmp_path):
+    stereo = make_sound(tmp_path / "left-only.wav", LOUD_THEN_QUIET, channels="left")
+    assert "stereo" in media.audio_stream(stereo)
+
+    assert_loud_then_quiet(peaks(stereo, SECONDS))
+
+
+def test_high_pitched_sound_keeps_its_peaks(tmp_path):
+    # A bucket of a resampled, low-rate copy would have lost this tone altogether.
+    whistle = make_sound(
+        tmp_path / "whistle.flac", f"sine=frequency=15000:sample_rate=44100:duration={SECONDS}"
+    )
+
+    found = peaks(whistle, SECONDS)
+
+    assert all(peak == pytest.approx(SINE_PEAK, abs=0.01) for peak in found.peaks)
+
+
+def test_silence_is_all_zeros(tmp_path):
+    silent = make_sound(tmp_path / "silent.opus", f"anullsrc=r=48000:cl=stereo:d={SECONDS}")
+
+    found = peaks(silent, None)
+
+    assert found.points == MIN_POINTS
+    assert set(found.peaks) == {0.0}
+
+
+@pytest.mark.parametrize(
+    ("seconds", "points"),
+    [
+        (0.5, MIN_POINTS),
+        (100, MIN_POINTS),
+        (150, 300),
+        (600, 1200),
+        (1000, MAX_POINTS),
+        (21600, MAX_POINTS),
+    ],
+)
+def test_points_grow_with_the_duration_within_bounds(seconds, points):
+    assert points_for(seconds) == points
+
+
+def test_a_long_output_gets_the_most_points_each_the_peak_of_its_span(tmp_path):
+    # 25 minutes of quiet tone with a full-scale click one second after each 5 minutes.
+    seconds, every = 1500, 300
+    click = f"if(lt(mod(t\\,{every})-1\\,0.01)*gte(mod(t\\,{every})\\,1)\\,1\\,0.05)"
+    sound = make_sound(
+        tmp_path / "long.mp3",
+        f"aevalsrc={click}*sin(2*PI*440*t):sample_rate=8000:duration={seconds}",
+    )
+
+    found = peaks(sound, seconds)
+
+    assert found.points == MAX_POINTS
+    assert found.duration == pytest.approx(seconds, abs=0.2)
+    loud = [i for i, peak in enumerate(found.peaks) if peak > 0.5]
+    # Each click lands in the bucket that covers its time, and nowhere else.
+    bucket = seconds / MAX_POINTS
+    assert loud == [int((n * every + 1) / bucket) for n in range(seconds // every)]
+    assert max(peak for i, peak in enumerate(found.peaks) if i not in loud) < 0.1
+
+
+def test_a_file_of_unknown_length_is_measured_as_it_is_read(tmp_path):
+    # A WebM recorded to a pipe, as browsers make them, says no duration.
+    stream = media.make_audio(tmp_path / "live.webm", seconds=SECONDS, seekable=False)
+    assert "Duration: N/A" in media.describe(stream)
+
+    found = peaks(stream, None)
+
+    assert found.duration == pytest.approx(SECONDS, abs=0.1)
+    assert found.points == points_for(SECONDS)
+    assert all(peak == pytest.approx(STEREO_SINE_PEAK, abs=0.01) for peak in found.peaks[1:-1])
+
+
+def test_the_pass_is_bounded_by_limits_derived_from_the_duration(loud_then_quiet, monkeypatch):
+    used = []
+
+    def recording_run_ffmpeg(command, limits, **kwargs):
+        used.append((command, limits))
+        return run_ffmpeg(command, limits, **kwargs)
+
+    run_ffmpeg = waveform_module.run_ffmpeg
+    monkeypatch.setattr(waveform_module, "run_ffmpeg", recording_run_ffmpeg)
+
+    peaks(loud_then_quiet, SECONDS)
+
+    [(command, limits)] = used
+    assert limits.cpu_seconds == CPU_FLOOR_S + math.ceil(CPU_SECONDS_PER_MEDIA_SECOND * SECONDS)
+    # Room for the peaks' text (about 80 bytes a bucket), not for any sound.
+    assert 200 * 80 < limits.file_bytes < 1024**2
+    assert command[command.index("-t") + 1] == "21600.000"
+    assert "-protocol_whitelist" in command
+    assert command[-3:] == ["-f", "null", "-"]
+
+
+def test_a_file_longer_than_the_duration_limit_is_refused(loud_then_quiet):
+    with pytest.raises(PermanentError, match="longer than"):
+        peaks(loud_then_quiet, SECONDS, max_media_seconds=SECONDS / 2)
+
+
+def test_a_cancelled_pass_is_transient_and_leaves_nothing(long_wav, tmp_path):
+    copy = tmp_path / "long.wav"
+    copy.write_bytes(long_wav.read_bytes())
+    cancel = threading.Event()
+    cancel.set()
+
+    with pytest.raises(TransientError, match="interrupted"):
+        peaks(copy, None, cancel=cancel)
+
+    assert sorted(tmp_path.iterdir()) == [copy]
+
+
+def test_a_file_that_is_not_sound_is_permanent(tmp_path):
+    text = tmp_path / "notes.mp3"
+    text.write_text("not a song\n" * 100)
+
+    with pytest.raises(PermanentError):
+        peaks(text, None)
+
+
+def test_a_directory_with_filter_graph_specials_in_its_name_works(loud_then_quiet, tmp_path):
+    odd = tmp_path / "it's: [a,b];c\\d"
+    odd.mkdir()
+    copy = odd / "tone.wav"
+    copy.write_bytes(loud_then_quiet.read_bytes())
+
+    assert_loud_then_quiet(peaks(copy, SECONDS))
+    assert sorted(odd.iterdir()) == [copy]
+
+
+def test_the_handler_stores_the_waveform_with_the_output(converter, storage, jobs, tmp_path):
+    source = media.make_video(tmp_path / "clip.mp4", seconds=3)
+    message = queued_job(storage, jobs, source)
+
+    converter.handle(message, delivery())
+
+    job = jobs.get(message["job_id"])
+    assert job["status"] == DONE
+    stored = storage.mp3s.metadata_of(job["mp3_fid"], "waveform")
+    assert stored["points"] == MIN_POINTS == len(stored["peaks"])
+    assert stored["duration"] == pytest.approx(3.0, abs=0.1)
+    assert all(peak == pytest.approx(STEREO_SINE_PEAK, abs=0.02) for peak in stored["peaks"][2:-2])
+
+
+def test_an_output_the_pass_cannot_measure_is_kept_without_a_waveform(
+    converter,
+    storage,
+    jobs,
+    tmp_path,
+    monkeypatch,
+    caplog,
+):
+    # Fault injection: the pass refuses the output the conversion made and checked.
+    def refuse(*args, **kwargs):
+        raise PermanentError("the output's sound could not be measured: injected")
+
+    monkeypatch.setattr("converter.handler.peaks", refuse)
+    source = media.make_video(tmp_path / "clip.mp4", seconds=1)
+    message = queued_job(storage, jobs, source)
+
+    converter.handle(message, delivery())
+
+    job = jobs.get(message["job_id"])
+    assert job["status"] == DONE
+    assert storage.mp3s.metadata_of(job["mp3_fid"], "waveform") is None
+    assert "no waveform" in caplog.text
+    assert "injected" in caplog.text
+
+
+def test_a_machine_fault_in_the_pass_retries_the_job(
+    converter,
+    storage,
+    jobs,
+    tmp_path,
+    monkeypatch,
+):
+    # Fault injection: ffmpeg is killed during the pass.
+    def killed(*args, **kwargs):
+        raise TransientError("ffmpeg was killed by SIGKILL")
+
+    monkeypatch.setattr("converter.handler.peaks", killed)
+    source = media.make_video(tmp_path / "clip.mp4", seconds=1)
+    message = queued_job(storage, jobs, source)
+
+    with pytest.raises(TransientError):
+        converter.handle(message, delivery())
+
+    job = jobs.get(message["job_id"])
+    assert job["status"] == PROCESSING
+    # Nothing was stored: the next delivery converts afresh.
+    assert storage.mp3s.find_one({"metadata.job_id": message["job_id"]}) is None
