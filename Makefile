@@ -94,20 +94,26 @@ deploy-tools: ## install test tools from Debian (docker-compose, promtool, chrom
 	fi
 
 # The fault scenarios (tests/faults: minutes of real outages waited out on the shipped
-# retry schedules, mostly idle) run in a second pytest process beside the rest, each with
-# a stack of its own; the run fails if either fails, and the faults' output follows the
-# rest's. With PYTEST_ARGS (a file, -k ...), one plain pytest run.
+# retry schedules, mostly idle) run in two more pytest processes beside the rest, each with
+# stacks of its own: the crash scenarios (test_crashes.py, about 5 minutes) and the others
+# (about 7). The run fails if any fails, and the faults' output follows the rest's. With
+# PYTEST_ARGS (a file, -k ...), one plain pytest run.
 FAULT_TESTS := tests/faults
+FAULT_CRASHES := tests/faults/test_crashes.py
 test: venv-dev tools deploy-tools ## run the whole test suite against real local servers
 ifeq ($(strip $(PYTEST_ARGS)),)
-	@faults_log=$$(mktemp); \
-	$(PY) -m pytest -p no:cacheprovider $(FAULT_TESTS) >"$$faults_log" 2>&1 & faults=$$!; \
-	trap 'kill $$faults 2>/dev/null' INT TERM; \
+	@crashes_log=$$(mktemp); others_log=$$(mktemp); \
+	$(PY) -m pytest -p no:cacheprovider $(FAULT_CRASHES) >"$$crashes_log" 2>&1 & crashes=$$!; \
+	$(PY) -m pytest -p no:cacheprovider $(FAULT_TESTS) --ignore=$(FAULT_CRASHES) \
+	  >"$$others_log" 2>&1 & others=$$!; \
+	trap 'kill $$crashes $$others 2>/dev/null' INT TERM; \
 	$(PY) -m pytest --ignore=$(FAULT_TESTS); rest=$$?; \
-	wait $$faults; faults_rc=$$?; \
-	echo "=== $(FAULT_TESTS), run beside the rest (exit $$faults_rc) ==="; \
-	cat "$$faults_log"; rm -f "$$faults_log"; \
-	test $$rest -eq 0 && test $$faults_rc -eq 0
+	wait $$crashes; crashes_rc=$$?; wait $$others; others_rc=$$?; \
+	echo "=== $(FAULT_CRASHES), run beside the rest (exit $$crashes_rc) ==="; \
+	cat "$$crashes_log"; \
+	echo "=== the other $(FAULT_TESTS), run beside the rest (exit $$others_rc) ==="; \
+	cat "$$others_log"; rm -f "$$crashes_log" "$$others_log"; \
+	test $$rest -eq 0 && test $$crashes_rc -eq 0 && test $$others_rc -eq 0
 else
 	$(PY) -m pytest $(PYTEST_ARGS)
 endif

@@ -10,11 +10,12 @@ from __future__ import annotations
 import argparse
 import time
 
-from bench import converter, load, mongo, pipeline, scale, storage, upload
+from bench import converter, extras, load, mongo, pipeline, scale, storage, upload
 from bench.results import Result, format_table, heading, report
 
 BENCHES = {
     "converter": converter.run,
+    "extras": extras.run,
     "pipeline": pipeline.run,
     "storage": storage.run,
     "mongo": mongo.run,
