@@ -93,6 +93,13 @@ deploy-tools: ## install test tools from Debian (docker-compose, promtool, chrom
 	  fi; \
 	fi
 
+# The single sign-on tests' OpenID provider (panva's oidc-provider, a Node program) from
+# the npm registry, exactly as its package-lock.json says; again only when the lock changes.
+OIDC_PROVIDER := tests/support/oidc
+$(OIDC_PROVIDER)/node_modules/.installed: $(OIDC_PROVIDER)/package.json $(OIDC_PROVIDER)/package-lock.json
+	npm ci --prefix $(OIDC_PROVIDER) --no-audit --no-fund --loglevel=error
+	@touch $@
+
 # The fault scenarios (tests/faults: minutes of real outages waited out on the shipped
 # retry schedules, mostly idle) run in two more pytest processes beside the rest, each with
 # stacks of its own: the crash scenarios (test_crashes.py, about 5 minutes) and the others
@@ -100,7 +107,7 @@ deploy-tools: ## install test tools from Debian (docker-compose, promtool, chrom
 # PYTEST_ARGS (a file, -k ...), one plain pytest run.
 FAULT_TESTS := tests/faults
 FAULT_CRASHES := tests/faults/test_crashes.py
-test: venv-dev tools deploy-tools ## run the whole test suite against real local servers
+test: venv-dev tools deploy-tools $(OIDC_PROVIDER)/node_modules/.installed ## run the whole test suite against real local servers
 ifeq ($(strip $(PYTEST_ARGS)),)
 	@crashes_log=$$(mktemp); others_log=$$(mktemp); \
 	$(PY) -m pytest -p no:cacheprovider $(FAULT_CRASHES) >"$$crashes_log" 2>&1 & crashes=$$!; \

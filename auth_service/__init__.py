@@ -7,7 +7,7 @@ from pathlib import Path
 
 from flask import Flask
 
-from auth_service import cli, db, passwords, throttle, tokens, views
+from auth_service import admin, cli, db, oidc, oidc_views, passwords, throttle, tokens, views
 from auth_service import config as config_module
 from auth_service.config import Config
 from common.http.app import create_service_app
@@ -43,7 +43,10 @@ def create_app(config: Config | None = None) -> Flask:
     db.init_app(app)
     passwords.init_app(app, config.argon2)
     tokens.init_app(app, config)
+    oidc.init_app(app, config.oidc)
     throttle.init_app(app, config)
     cli.init_app(app)
     app.register_blueprint(views.bp)
+    app.register_blueprint(admin.bp)
+    app.register_blueprint(oidc_views.bp)
     return app

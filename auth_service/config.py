@@ -54,6 +54,51 @@ class Argon2Config(Settings):
     parallelism: int = setting("ARGON2_PARALLELISM", argon2.DEFAULT_PARALLELISM, minimum=1)
 
 
+def _read_domains(env: Env, name: str, default: frozenset[str]) -> frozenset[str]:
+    raw = env.optional(name)
+    if raw is None:
+        return default
+    return frozenset(d.strip().lower().lstrip("@") for d in raw.split(",") if d.strip())
+
+
+@dataclass(frozen=True, slots=True)
+class OIDCConfig(Settings):
+    """Single sign-on through an OpenID provider; off while ``issuer`` is None."""
+
+    issuer: str | None = setting("OIDC_ISSUER", None)
+    client_id: str = setting("OIDC_CLIENT_ID", "")
+    client_secret: str = setting("OIDC_CLIENT_SECRET", "", secret=True)
+    # Email domains whose users may log in this way; empty: any verified address.
+    allowed_domains: frozenset[str] = setting(
+        "OIDC_ALLOWED_DOMAINS", frozenset(), read=_read_domains
+    )
+    scopes: str = setting("OIDC_SCOPES", "openid email profile")
+    # What the login button says ("Log in with <name>"); the issuer's host when unset.
+    provider_name: str | None = setting("OIDC_PROVIDER_NAME", None)
+    # The callback the provider sends browsers back to is <PUBLIC_URL>/login/oidc/callback.
+    public_url: str = shared("PUBLIC_URL")
+
+    def __post_init__(self) -> None:
+        if self.issuer is None:
+            return
+        if not self.issuer.startswith(("https://", "http://")):
+            raise ConfigError(f"OIDC_ISSUER must be an http(s) URL, got {self.issuer!r}")
+        if not self.client_id or not self.client_secret:
+            raise ConfigError("with OIDC_ISSUER, set OIDC_CLIENT_ID and OIDC_CLIENT_SECRET too")
+        if "openid" not in self.scopes.split():
+            raise ConfigError(f"OIDC_SCOPES must include 'openid', got {self.scopes!r}")
+
+    @property
+    def enabled(self) -> bool:
+        """Tell whether single sign-on is configured."""
+        return self.issuer is not None
+
+    @property
+    def redirect_uri(self) -> str:
+        """Return the callback URI to register at the provider."""
+        return f"{self.public_url}/login/oidc/callback"
+
+
 @dataclass(frozen=True, slots=True)
 class Config(Settings):
     """Everything the auth service needs to run; tests build one directly."""
@@ -73,6 +118,7 @@ class Config(Settings):
     trusted_proxies: int = shared("TRUSTED_PROXIES")
     environment: str = shared("APP_ENV")
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+    oidc: OIDCConfig = field(default_factory=OIDCConfig)
 
     def __post_init__(self) -> None:
         for name in ("login_rate_limit_client", "login_rate_limit_account"):
@@ -91,6 +137,8 @@ class Config(Settings):
         store_password = url_password(values["ratelimit_storage_uri"])
         if store_password is not None:  # a shared store (Redis) that logs in
             secrets["RATELIMIT_STORAGE_URI password"] = store_password
+        if values["oidc"].enabled:
+            secrets["OIDC_CLIENT_SECRET"] = values["oidc"].client_secret
         require_secrets(values["environment"], secrets)
         values["jwt_private_key"] = load_private_key(key_pem)
 

@@ -43,8 +43,14 @@ class TokenSigner:
         self._audience = audience
         self._ttl_seconds = ttl_seconds
 
-    def issue(self, subject: str, *, admin: bool, now: float | None = None) -> IssuedToken:
-        """Return a token saying ``subject`` logged in, and whether they are an admin."""
+    def issue(
+        self, subject: str, *, admin: bool, token_version: int, now: float | None = None
+    ) -> IssuedToken:
+        """Return a token saying ``subject`` logged in, whether they are an admin, and when.
+
+        ``token_version`` is the user's token version now (the ``tv`` claim): raising
+        the user's version revokes every token issued before.
+        """
         issued_at = int(time.time() if now is None else now)
         claims: dict[str, Any] = {
             "iss": self._issuer,
@@ -54,8 +60,9 @@ class TokenSigner:
             "iat": issued_at,
             "nbf": issued_at,
             "exp": issued_at + self._ttl_seconds,
-            # A unique id lets logs and any future revocation list name one token.
+            # A unique id lets logs and the revocation list (a logout) name one token.
             "jti": uuid.uuid4().hex,
+            "tv": token_version,
         }
         token = jwt.encode(
             claims, self._private_key, algorithm=ALGORITHM, headers={"kid": self.key_id}

@@ -4,12 +4,14 @@ Usage: ``python -m bench.extras [--runs N]``
 
 On the converter benchmark's 10-minute 1280x720 H.264 + AAC file, each run in a fresh
 process, interleaved with the baseline, a plain conversion to MP3 (probe + transcode, what
-a job without these options costs):
+a job without these options costs, its waveform measured in the same ffmpeg run):
 
-- the same conversion with ``loudness=-16`` (its three passes);
+- the same conversion without the waveform's branch (``transcode(..., waveform=False)``),
+  which is what the waveform adds to a re-encoded job;
+- the same conversion with ``loudness=-16`` (its three passes, the waveform in the encode);
 - ``take_cover``'s automatic pick (a frame that is neither black nor flat);
 - cutting the made MP3 into 10 one-minute tracks (``split=60``), without storing them;
-- ``peaks`` of the made MP3 (the waveform every job gets).
+- ``peaks`` of the made MP3: the separate pass a stream copy's waveform takes.
 
 Each row is wall or CPU (this process and the ffmpeg processes it ran) against the plain
 conversion's, so what an option costs reads as a share of a job.
@@ -40,8 +42,13 @@ SPLIT_SECONDS = 60.0
 
 
 def plain(source: str, output: str) -> None:
-    """Convert as a job without options does: probe, then transcode to MP3."""
+    """Convert as a job without options does: probe, then transcode to MP3 with its waveform."""
     transcode(source, output, info=probe(source))
+
+
+def without_waveform(source: str, output: str) -> None:
+    """Convert as ``plain`` does, without the waveform's branch in the run."""
+    transcode(source, output, info=probe(source), waveform=False)
 
 
 def normalised(source: str, output: str) -> None:
@@ -94,6 +101,7 @@ def run(runs: int = 3) -> list[Result]:
         wall = interleave(
             runs,
             plain=measured("plain", f"{MODULE}:plain", source, out),
+            bare=measured("bare", f"{MODULE}:without_waveform", source, out),
             loudness=measured("loudness", f"{MODULE}:normalised", source, out),
             cover=measured("cover", f"{MODULE}:cover", source, tmp),
             tracks=measured("tracks", f"{MODULE}:tracks", source, made, tmp),
@@ -108,10 +116,11 @@ def run(runs: int = 3) -> list[Result]:
         series_row(BENCH, "plain conversion CPU (baseline)", cpu("plain"), unit="cpu s"),
     ]
     for name, label in (
+        ("bare", "plain conversion without the waveform branch"),
         ("loudness", "loudness=-16 conversion (3 passes)"),
         ("cover", "automatic cover pick"),
         ("tracks", f"cut into {int(LONG_SECONDS // SPLIT_SECONDS)} tracks"),
-        ("waveform", "waveform peaks of the MP3"),
+        ("waveform", "separate waveform pass (stream copies only)"),
     ):
         rows.append(series_row(BENCH, f"{label}, wall", wall[name], wall["plain"]))
         rows.append(

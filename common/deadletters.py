@@ -95,6 +95,16 @@ class DeadLetter:
 
 
 @dataclass(frozen=True, slots=True)
+class QueueStatus:
+    """A work queue's depth and consumers (None while it does not exist) and its dead letters."""
+
+    queue: str
+    messages: int | None
+    consumers: int | None
+    dead_letters: int
+
+
+@dataclass(frozen=True, slots=True)
 class Listing:
     """The first messages of a dead-letter queue and how many wait in it."""
 
@@ -175,6 +185,26 @@ class DeadLetters:
         """
         with self._channel() as channel:
             return _ready(channel, dead_letter_queue(queue)) or 0
+
+    def statuses(self, queues: Sequence[str]) -> list[QueueStatus]:
+        """Return each work queue's depth, consumers and dead letters, over one connection.
+
+        Raises:
+            TransientError: the broker is unavailable.
+        """
+        found = []
+        with self._channel() as channel:
+            for queue in queues:
+                declared = _declared(channel, queue)
+                found.append(
+                    QueueStatus(
+                        queue=queue,
+                        messages=None if declared is None else declared.message_count,
+                        consumers=None if declared is None else declared.consumer_count,
+                        dead_letters=_ready(channel, dead_letter_queue(queue)) or 0,
+                    )
+                )
+        return found
 
     def list(self, queue: str, *, limit: int = DEFAULT_PAGE) -> Listing:
         """Describe up to ``limit`` (at most ``MAX_PAGE``) messages of ``queue``'s dead letters.
@@ -300,10 +330,16 @@ class DeadLetters:
 
 def _ready(channel: BlockingChannel, queue: str) -> int | None:
     """Return how many messages wait in ``queue``, or None when there is no such queue."""
+    declared = _declared(channel, queue)
+    return None if declared is None else declared.message_count
+
+
+def _declared(channel: BlockingChannel, queue: str) -> Any:
+    """Return the broker's Queue.DeclareOk for ``queue`` (depth and consumers), None if absent."""
     # A passive declare of a missing queue closes the channel it ran on: use a spare one.
     probe = channel.connection.channel()
     try:
-        return probe.queue_declare(queue, passive=True).method.message_count
+        return probe.queue_declare(queue, passive=True).method
     except pika.exceptions.ChannelClosedByBroker as exc:
         if exc.reply_code == NOT_FOUND:
             return None

@@ -153,6 +153,8 @@ class JobStore:
             self._jobs.create_index([("status", 1), ("updated_at", 1)])
             self._jobs.create_index([("status", 1), ("finished_at", 1)])
             self._jobs.create_index([("status", 1), ("created_at", 1)])
+            # The admin API's list of every job, newest first, a page at a time.
+            self._jobs.create_index([("created_at", -1), ("_id", -1)])
 
     def create(
         self,
@@ -239,7 +241,20 @@ class JobStore:
         self, owner: str, *, status: str | None = None, limit: int = 20, offset: int = 0
     ) -> tuple[list[dict[str, Any]], int]:
         """Return one page of ``owner``'s jobs, newest first, and the total count."""
-        query: dict[str, Any] = {"owner": owner}
+        return self.list_all(owner=owner, status=status, limit=limit, offset=offset)
+
+    def list_all(
+        self,
+        *,
+        owner: str | None = None,
+        status: str | None = None,
+        limit: int = 20,
+        offset: int = 0,
+    ) -> tuple[list[dict[str, Any]], int]:
+        """Return one page of every job (or ``owner``'s), newest first, and the total count."""
+        query: dict[str, Any] = {}
+        if owner is not None:
+            query["owner"] = owner
         if status is not None:
             query["status"] = status
         with translate_errors("listing jobs"):
@@ -251,6 +266,40 @@ class JobStore:
                 .limit(limit)
             )
             return list(cursor), total
+
+    def owned_after(
+        self, owner: str, position: tuple[datetime, str] | None, *, limit: int
+    ) -> list[dict[str, Any]]:
+        """Return ``owner``'s next ``limit`` jobs, newest first, after ``(created_at, _id)``.
+
+        A page found by where the last one ended, not by an offset, so walking every
+        job of an owner costs one index scan, however many there are.
+        """
+        query: dict[str, Any] = {"owner": owner}
+        if position is not None:
+            created_at, job_id = position
+            query["$or"] = [
+                {"created_at": {"$lt": created_at}},
+                {"created_at": created_at, "_id": {"$lt": job_id}},
+            ]
+        with translate_errors("listing jobs"):
+            cursor = self._jobs.find(query).sort([("created_at", -1), ("_id", -1)]).limit(limit)
+            return list(cursor)
+
+    def owned_before(self, owner: str, moment: datetime, *, limit: int) -> list[dict[str, Any]]:
+        """Return up to ``limit`` of ``owner``'s jobs created before ``moment``, oldest first."""
+        with translate_errors("finding an owner's jobs"):
+            cursor = (
+                self._jobs.find({"owner": owner, "created_at": {"$lt": moment}})
+                .sort([("created_at", 1), ("_id", 1)])
+                .limit(limit)
+            )
+            return list(cursor)
+
+    def count_owned_before(self, owner: str, moment: datetime) -> int:
+        """Count ``owner``'s jobs created before ``moment``."""
+        with translate_errors("counting an owner's jobs"):
+            return self._jobs.count_documents({"owner": owner, "created_at": {"$lt": moment}})
 
     def activity(self, owner: str, *, since: datetime) -> Activity:
         """Count ``owner``'s queued and processing jobs, and the jobs created ``since``.
@@ -270,6 +319,34 @@ class JobStore:
                 else None
             )
         return Activity(active, count, oldest["created_at"] if oldest else None)
+
+    def counts_by_owner(self, owners: Iterable[str]) -> dict[str, tuple[int, int]]:
+        """Return each owner's (queued and processing, all) job counts, in one aggregation.
+
+        Raises:
+            TransientError: MongoDB failed.
+        """
+        active = {"$cond": [{"$in": ["$status", [QUEUED, PROCESSING]]}, 1, 0]}
+        with translate_errors("counting jobs"):
+            rows = self._jobs.aggregate(
+                [
+                    {"$match": {"owner": {"$in": list(owners)}}},
+                    {"$group": {"_id": "$owner", "active": {"$sum": active}, "total": {"$sum": 1}}},
+                ]
+            )
+            return {row["_id"]: (row["active"], row["total"]) for row in rows}
+
+    def counts_by_status(self) -> dict[str, int]:
+        """Return how many jobs are in each state (every state, zero included).
+
+        Raises:
+            TransientError: MongoDB failed.
+        """
+        counts = dict.fromkeys(STATUSES, 0)
+        with translate_errors("counting jobs"):
+            for row in self._jobs.aggregate([{"$group": {"_id": "$status", "jobs": {"$sum": 1}}}]):
+                counts[row["_id"]] = row["jobs"]
+        return counts
 
     def start(self, job_id: str) -> dict[str, Any] | None:
         """Mark a queued (or retried) job processing and count the attempt; None if finished.

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import collections
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from datetime import datetime
 from typing import Any, BinaryIO
 
@@ -371,6 +371,35 @@ class Bucket:
                 )
             )
         return int(totals[0]["bytes"]) if totals else 0
+
+    def bytes_by_owner(self, owners: Iterable[str]) -> dict[str, int]:
+        """Return how many bytes each of ``owners`` has in this bucket, in one aggregation.
+
+        Raises:
+            TransientError: MongoDB failed.
+        """
+        with translate_errors("measuring stored files"):
+            rows = self.files.aggregate(
+                [
+                    {"$match": {"metadata.owner": {"$in": list(owners)}}},
+                    {"$group": {"_id": "$metadata.owner", "bytes": {"$sum": "$length"}}},
+                ]
+            )
+            return {row["_id"]: int(row["bytes"]) for row in rows}
+
+    def totals(self) -> tuple[int, int]:
+        """Return how many files this bucket holds and their bytes.
+
+        Raises:
+            TransientError: MongoDB failed.
+        """
+        with translate_errors("measuring stored files"):
+            rows = list(
+                self.files.aggregate(
+                    [{"$group": {"_id": None, "files": {"$sum": 1}, "bytes": {"$sum": "$length"}}}]
+                )
+            )
+        return (int(rows[0]["files"]), int(rows[0]["bytes"])) if rows else (0, 0)
 
     def find_one(self, query: Mapping[str, Any]) -> dict[str, Any] | None:
         """Return the files document matching ``query`` (e.g. on metadata), or None."""

@@ -59,13 +59,17 @@ class InvalidToken(PermanentError):
 
 @dataclass(frozen=True, slots=True)
 class Claims:
-    """What a verified token says about its bearer."""
+    """What a verified token (or an API key auth vouched for) says about its bearer."""
 
     subject: str
     admin: bool
     issued_at: int
     expires_at: int
     payload: Mapping[str, Any]
+    # None for a login session, which may do everything its user may; an API key's
+    # scopes otherwise (``jobs:read``, ``jobs:write``).
+    scopes: frozenset[str] | None = None
+    key_id: str | None = None
 
 
 def bearer_token(authorization: str | None) -> str:

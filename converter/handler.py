@@ -34,7 +34,7 @@ from converter import metrics
 from converter.cover import embed_cover, take_cover
 from converter.fetch import fetch_source
 from converter.tracks import Track, cut_tracks, plan_tracks, track_filename
-from converter.transcode import MAX_MEDIA_SECONDS, MediaInfo, probe, transcode
+from converter.transcode import MAX_MEDIA_SECONDS, MediaInfo, TranscodeResult, probe, transcode
 from converter.waveform import peaks
 
 log = logging.getLogger(__name__)
@@ -186,7 +186,7 @@ class Converter:
                 results["tracks"] = self._store_tracks(
                     job, options, info, output_path, result.duration, workdir, cover=cover
                 )
-            waveform = self._waveform(job_id, output_path, result.duration)
+            waveform = self._waveform(job_id, output_path, result)
             with output_path.open("rb") as output_file:
                 mp3_fid = self._storage.mp3s.put(
                     output_file,
@@ -288,19 +288,23 @@ class Converter:
         return stored
 
     def _waveform(
-        self, job_id: str, output_path: Path, duration: float | None
+        self, job_id: str, output_path: Path, result: TranscodeResult
     ) -> dict[str, Any] | None:
         """Return the waveform of the made output, or None if its sound cannot be measured.
 
-        A file the converter made and checked, yet the pass cannot read, is still a fine
-        output: it is stored without a waveform rather than failing the job. The
-        machine's faults (``TransientError``) retry the job like a conversion's.
+        A re-encode measured it in its own run (``result.waveform``); a stream copy, or a
+        conversion that could not, gets a pass over the file. A file the converter made
+        and checked, yet the pass cannot read, is still a fine output: it is stored
+        without a waveform rather than failing the job. The machine's faults
+        (``TransientError``) retry the job like a conversion's.
         """
+        if result.waveform is not None:
+            return result.waveform.as_dict()
         try:
             with self._stall.working():
                 waveform = peaks(
                     output_path,
-                    duration,
+                    result.duration,
                     heartbeat=self._stall.progressed,
                     cancel=self._cancel,
                     max_media_seconds=self._max_media_seconds,

@@ -17,6 +17,10 @@ can never take an MP3 a job still needs). Videos: the pieces of an upload whose
 gateway died mid-request or lost MongoDB while cleaning up, which no job and no
 resumable upload names once ``orphaned_video_after`` has passed since the upload
 began (see ``Janitor._sweep_orphan_videos``).
+
+And deleted accounts are finished: the jobs and files of an owner whose account
+auth deleted, which ``DELETE /me`` could not erase in its request, go a batch a
+round (``common.accounts``); requests auth never confirmed are dropped after a day.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from datetime import datetime, timedelta
 
 from bson import ObjectId
 
+from common.accounts import ERASE_BATCH, AccountDeletions, erase
 from common.errors import TransientError
 from common.jobs import JobStore
 from common.messages import mp3_message, video_message
@@ -51,6 +56,7 @@ class Report:
     expired: int = 0
     orphans: int = 0
     orphaned_videos: int = 0
+    accounts_erased: int = 0
 
 
 class Janitor:
@@ -85,6 +91,7 @@ class Janitor:
         self._orphan_position: tuple[datetime, ObjectId] | None = None
         self._orphaned_video_after = orphaned_video_after
         self._orphan_video_position: ObjectId | None = None  # the same, for videos
+        self._deletions = AccountDeletions(storage.client, storage.config)
 
     def run_once(self) -> Report:
         """Do one round: every stalled job, then a batch each of abandoned, expired and orphaned.
@@ -117,7 +124,24 @@ class Janitor:
                 report.expired += 1
         report.orphans = self._sweep_orphans()
         report.orphaned_videos = self._sweep_orphan_videos()
+        report.accounts_erased = self._finish_account_deletions()
         return report
+
+    def _finish_account_deletions(self) -> int:
+        """Erase the jobs of deleted accounts, a batch of each a round; return how many finished."""
+        self._deletions.drop_stale()
+        finished = 0
+        for deletion in self._deletions.confirmed():
+            owner, requested_at = deletion["_id"], deletion["requested_at"]
+            left = erase(
+                owner, requested_at, jobs=self._jobs, storage=self._storage, limit=ERASE_BATCH
+            )
+            if left:
+                continue
+            self._deletions.finish(owner, requested_at)
+            log.info("finished deleting an account's data")
+            finished += 1
+        return finished
 
     def _remove_abandoned(self, job: dict) -> bool:
         # The record goes only if it is still unqueued, so a job whose message did

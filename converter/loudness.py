@@ -104,7 +104,7 @@ def analysis_filter(options: Options, sample_rate: int) -> str:
     """Return the filter chain that measures the sound as the options will encode it."""
     # The targets matter to the analysis: its target_offset is the gain that is left
     # after its own pass, which the second pass adds.
-    return _chain(options, sample_rate, _loudnorm(options, print_format="json"))
+    return format_chain(options, sample_rate, _loudnorm(options, print_format="json"))
 
 
 def normalising_filter(measurement: Measurement, options: Options, sample_rate: int) -> str:
@@ -121,7 +121,7 @@ def normalising_filter(measurement: Measurement, options: Options, sample_rate: 
     }
     loudnorm = _loudnorm(options, linear="true", **{k: f"{v:.2f}" for k, v in measured.items()})
     # loudnorm hands on 192 kHz sound, which no output should keep.
-    return _chain(options, sample_rate, loudnorm, f"aresample={sample_rate}")
+    return format_chain(options, sample_rate, loudnorm, f"aresample={sample_rate}")
 
 
 def output_meter() -> str:
@@ -211,7 +211,7 @@ def _loudnorm(options: Options, **extra: str) -> str:
     return "loudnorm=" + ":".join(f"{name}={value}" for name, value in settings.items())
 
 
-def _chain(options: Options, sample_rate: int, *filters: str) -> str:
+def format_chain(options: Options, sample_rate: int, *filters: str) -> str:
     """Join filters after the output's sample rate and the channel conversion the options ask for.
 
     ffmpeg's own ``-ar`` and ``-ac`` act at the end of the chain, after loudnorm. There

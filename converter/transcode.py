@@ -41,7 +41,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import IO, Any, cast
+from typing import IO, TYPE_CHECKING, Any, cast
 
 import imageio_ffmpeg
 from moviepy.video.io.ffmpeg_reader import FFmpegInfosParser
@@ -50,6 +50,9 @@ from common.errors import PermanentError, TransientError
 from common.options import Options
 from common.procs import cpu_seconds
 from converter import loudness
+
+if TYPE_CHECKING:
+    from converter.waveform import Branch, Waveform
 
 log = logging.getLogger(__name__)
 
@@ -167,7 +170,18 @@ _ERROR_LEVELS = frozenset({"error", "fatal", "panic"})
 # Lines of an analysis pass's log kept for its report: the filters' reports are the
 # last messages before ffmpeg's closing summary.
 _ANALYSIS_LINES_KEPT = 64
-_SUMMARY_LINE = re.compile(r"^(Error opening (input|output) files?\b|Conversion failed!)")
+# ffmpeg's consequences of an earlier complaint: a filter graph (a waveform's split) whose
+# input stream cannot be decoded says so after the decoder has said why.
+_SUMMARY_LINE = re.compile(
+    r"^(Error opening (input|output) files?\b|Conversion failed!"
+    r"|Error binding (filtergraph inputs/outputs|an input stream to complex filtergraph))"
+)
+# What ffmpeg logs of the reads and writes a signal cut short (AVERROR_EXIT).
+_EXIT_REQUESTED = "Immediate exit requested"
+# An output takes the selected audio stream only, not the input's picture, subtitles or data.
+_ONLY_AUDIO = ("-vn", "-sn", "-dn")
+# The filter graph's output that a conversion with a waveform branch encodes.
+_OUTPUT_LABEL = "output"
 _CHANNEL_LAYOUTS = {"mono": 1, "stereo": 2, "downmix": 2, "quad": 4, "hexagonal": 6, "octagonal": 8}
 
 
@@ -464,6 +478,9 @@ class TranscodeResult:
     output_bytes: int
     # With a loudness target: the target and the measured input and output (loudness.report).
     loudness: dict[str, Any] | None = None
+    # The output's peaks, measured in the conversion's own run; None when it did not
+    # decode (a stream copy) or could not measure them (see transcode).
+    waveform: Waveform | None = None
 
 
 @dataclass(frozen=True)
@@ -581,6 +598,7 @@ def transcode(
     heartbeat: Callable[[], None] | None = None,
     cancel: threading.Event | None = None,
     max_media_seconds: float = MAX_MEDIA_SECONDS,
+    waveform: bool = True,
 ) -> TranscodeResult:
     """Write the first audio stream of ``src`` in the options' format to the regular file ``dst``.
 
@@ -596,6 +614,13 @@ def transcode(
     the part to convert, the encode normalises it with what was measured, and
     ebur128 measures the output (``converter.loudness``); progress counts the
     three as shares of the whole (``_MEASURE_SHARE`` and the next).
+
+    With ``waveform`` a re-encode also measures the output's waveform in the same run
+    (``converter.waveform.Branch``, in the job's directory beside ``dst``), from the
+    samples its encoder gets: the result's ``waveform``. It is None for a stream copy
+    (nothing is decoded), for an input of unknown length, sample rate or (past stereo)
+    channel count, and when the branch measured less than the output holds; the caller
+    then measures the file (``converter.waveform.peaks``).
 
     Raises:
         PermanentError: the input is not media or not an allowed format, has no
@@ -623,9 +648,12 @@ def transcode(
         limits,
     )
     started = time.monotonic()
+    branch = None
     try:
         if cancel is not None and cancel.is_set():
             raise TransientError(INTERRUPTED)
+        if waveform and not copy:
+            branch = _plan_waveform(dst_path, options, info, expected)
         measurement = audio_filter = None
         if options.loudness is not None:
             rate = loudness.output_rate(options, info.audio_sample_rate)
@@ -639,8 +667,16 @@ def transcode(
                 cancel,
             )
             audio_filter = loudness.normalising_filter(measurement, options, rate)
+        elif branch is not None:
+            audio_filter = _output_format(options, info, branch.sample_rate)
         command = _command(
-            src_path, dst_path, options, copy=copy, limits=limits, audio_filter=audio_filter
+            src_path,
+            dst_path,
+            options,
+            copy=copy,
+            limits=limits,
+            audio_filter=audio_filter,
+            branch=branch,
         )
         out_time = run_ffmpeg(
             command,
@@ -667,12 +703,16 @@ def transcode(
             elapsed=time.monotonic() - started,
             output_bytes=output_bytes,
             loudness=report,
+            waveform=None if branch is None else branch.waveform(duration),
         )
         if on_progress is not None:
             on_progress(100)
     except BaseException:
         _remove_partial(dst_path)
         raise
+    finally:
+        if branch is not None:
+            branch.remove()
     log.info(
         "made the %s output of %s, %s bytes, in %.2f s",
         options.output.label,
@@ -681,6 +721,48 @@ def transcode(
         result.elapsed,
     )
     return result
+
+
+def _plan_waveform(
+    dst: str, options: Options, info: MediaInfo, expected: float | None
+) -> Branch | None:
+    """Plan the waveform branch of a re-encode, or return None where it cannot be planned.
+
+    Its buckets are sized from the expected duration and the output's sample rate
+    (``loudness.output_rate``: what the options ask, else the source's where the
+    encoder takes it, else the format's highest), which ``_output_format`` or the
+    loudness chain then gives the samples before the split. The channels must be
+    known as well: every format keeps mono and stereo, but past those the encoder may
+    mix down after the split (libmp3lame to stereo), so only an explicit count will do.
+
+    Raises:
+        TransientError: the branch's listing cannot be made beside the output.
+    """
+    channels_known = options.channels is not None or (info.audio_channels or 3) <= 2
+    if expected is None or not expected > 0 or not info.audio_sample_rate or not channels_known:
+        log.info("the waveform will be measured after the conversion")
+        return None
+    # Imported here: the waveform's own pass runs ffmpeg through this module.
+    from converter.waveform import plan_branch
+
+    rate = loudness.output_rate(options, info.audio_sample_rate)
+    try:
+        return plan_branch(os.path.dirname(dst), expected, rate)
+    except OSError as exc:
+        # Where the peaks cannot be written, neither can the output.
+        raise TransientError(f"cannot write beside the output: {exc.strerror}") from exc
+
+
+def _output_format(options: Options, info: MediaInfo, sample_rate: int) -> str | None:
+    """Return the filter that gives the samples the output's rate and channels, if they change.
+
+    In the graph, ahead of the waveform's split, rather than left to ``-ar`` and
+    ``-ac``, which act after it: the branch then measures what the encoder gets.
+    """
+    if sample_rate == info.audio_sample_rate and options.channels in (None, info.audio_channels):
+        return None
+    # The loudness passes' head: the same aformat, so both kinds of encode convert alike.
+    return loudness.format_chain(options, sample_rate)
 
 
 def _measure_source(
@@ -845,11 +927,22 @@ def _command(
     copy: bool,
     limits: ConversionLimits,
     audio_filter: str | None = None,
+    branch: Branch | None = None,
 ) -> list[str]:
-    """Return the ffmpeg argument list for one conversion, through ``audio_filter`` if given."""
+    """Return the ffmpeg argument list for one conversion, through ``audio_filter`` if given.
+
+    With a waveform ``branch`` the filtered samples are split: one copy to the encoder,
+    the other to the branch.
+    """
     command = [ffmpeg_exe(), "-nostdin", "-hide_banner", "-loglevel", "error", "-y"]
     command += _progress_arguments()
-    command += _selection(src, options, copy=copy, audio_filter=audio_filter)
+    command += _selection(
+        src,
+        options,
+        copy=copy,
+        audio_filter=audio_filter,
+        branch=None if branch is None else branch.graph(),
+    )
     # The source stream's own tags (a WebM's DURATION, an MP4's handler) would become
     # an Ogg or FLAC file's comments, and be wrong after a trim; the file's tags stay.
     command += ["-map_metadata:s:a", "-1"]
@@ -903,9 +996,18 @@ def _progress_arguments() -> list[str]:
 
 
 def _selection(
-    src: str, options: Options, *, copy: bool = False, audio_filter: str | None = None
+    src: str,
+    options: Options,
+    *,
+    copy: bool = False,
+    audio_filter: str | None = None,
+    branch: str | None = None,
 ) -> list[str]:
-    """Return the options that select the audio to convert, trimmed, through ``audio_filter``."""
+    """Return the options that select the audio to convert, trimmed, through ``audio_filter``.
+
+    With ``branch`` (filters ending in a sink) the trimmed, filtered samples are also
+    fed to it, in a filter graph whose ``_OUTPUT_LABEL`` output is the one mapped.
+    """
     command: list[str] = []
     # As input options the trim skips reading what is cut. A stream copy cuts at the
     # packet the input seek lands on. A re-encode seeks SEEK_PREROLL_US early and drops
@@ -921,16 +1023,22 @@ def _selection(
         command += ["-ss", _timestamp(seek_us)]
     if options.end is not None:
         command += ["-to", _timestamp(round(options.end * 1e6))]
-    command += [*input_restrictions(), "-i", src, "-map", "0:a:0", "-vn", "-sn", "-dn"]
+    command += [*input_restrictions(), "-i", src]
     preroll_us = start_us - seek_us
-    if audio_filter is None:
+    if audio_filter is None and branch is None:
+        command += ["-map", "0:a:0", *_ONLY_AUDIO]
         if preroll_us:
             command += ["-ss", _timestamp(preroll_us)]
         return command
     # An output -ss trims after the filters, which would then measure the pre-roll too.
+    filters = [] if audio_filter is None else [audio_filter]
     if preroll_us:
-        audio_filter = f"atrim=start={_timestamp(preroll_us)},asetpts=PTS-STARTPTS,{audio_filter}"
-    return [*command, "-af", audio_filter]
+        filters.insert(0, f"atrim=start={_timestamp(preroll_us)},asetpts=PTS-STARTPTS")
+    if branch is None:
+        return [*command, "-map", "0:a:0", *_ONLY_AUDIO, "-af", ",".join(filters)]
+    split = ",".join([*filters, "asplit=2"])
+    graph = f"[0:a:0]{split}[{_OUTPUT_LABEL}][waveform];[waveform]{branch}"
+    return [*command, "-filter_complex", graph, "-map", f"[{_OUTPUT_LABEL}]"]
 
 
 def _timestamp(microseconds: int) -> str:
@@ -1142,8 +1250,10 @@ def _raise_for_exit(
             "memory limit"
         )
     reason = _meaningful_line(stderr_lines, paths)
-    # ffmpeg exits 255 when it stops on SIGTERM or SIGINT, saying nothing at -loglevel error.
-    if returncode == 255 and reason is None:
+    # ffmpeg exits 255 when it stops on SIGTERM or SIGINT, saying nothing at -loglevel error
+    # or only that the signal cut its reads and writes short (as it may with a filter graph).
+    interrupted = reason is None or any(_EXIT_REQUESTED in line for line in stderr_lines)
+    if returncode == 255 and interrupted:
         raise TransientError("ffmpeg was interrupted by a signal")
     if any(error in line for line in stderr_lines for error in _ENVIRONMENT_ERRORS):
         raise TransientError(f"ffmpeg failed: {reason}")

@@ -14,10 +14,17 @@ Reading a low-rate PCM copy into Python instead would cost more (the resampling,
 file of samples, a Python loop over them: 0.35 CPU s of Python alone for 10 minutes
 at 8 kHz mono) and be wrong: resampling filters out all above its Nyquist frequency,
 so a high-pitched sound would draw flat.
+
+A conversion that decodes its input measures the same peaks inside its own ffmpeg
+run instead (``converter.transcode``: a ``Branch`` of its filter graph fed the very
+samples the encoder gets), which costs next to nothing as the decoding is shared;
+``peaks`` remains for a stream copy, and for a conversion whose branch came back
+without them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import math
@@ -62,6 +69,9 @@ _PEAK_KEY = "lavfi.astats.Overall.Peak_level"
 # The most a bucket's two lines take (about 80 bytes), for the text file's size limit.
 _BYTES_PER_BUCKET = 256
 _SPARE_BUCKETS = 16
+# How many buckets short of the output a conversion's branch may end (the last one's
+# rounding, an encoder's padding) and still draw it.
+_SHORTFALL_BUCKETS = 2
 # The characters each level of ffmpeg's filter graph syntax gives a meaning to: a
 # filter's option value, then the graph that holds it (each escaped with "\").
 _OPTION_SPECIALS = "\\':"
@@ -120,27 +130,128 @@ def peaks(
     if not known:
         known = _length(src, _limits(info, None, max_media_seconds), heartbeat, cancel)
     limits = _limits(info, known, max_media_seconds)
-    # Rounded down, so the buckets are at least as many as the points wanted.
-    bucket_samples = max(1, math.floor(rate * known / points_for(known)))
-    # Room for twice the buckets expected: a file that runs on much longer than it said
-    # fills that and is refused, rather than filling the disk.
-    most_buckets = 2 * math.ceil(known * rate / bucket_samples) + _SPARE_BUCKETS
-    process = dataclasses.replace(limits.process, file_bytes=most_buckets * _BYTES_PER_BUCKET)
-    fd, listing = tempfile.mkstemp(prefix="peaks-", suffix=".txt", dir=os.path.dirname(src))
-    os.close(fd)
+    bucket_samples = _bucket_samples(rate, known)
+    # A file that runs on much longer than it said fills the room for twice the buckets
+    # expected and is refused, rather than filling the disk.
+    process = dataclasses.replace(
+        limits.process,
+        file_bytes=_most_buckets(rate, known, bucket_samples) * _BYTES_PER_BUCKET,
+    )
+    listing = _new_listing(os.path.dirname(src))
     try:
-        command = _peaks_command(src, listing, bucket_samples, limits.max_seconds)
+        command = _command(src, ["-af", _measure(listing, bucket_samples)], limits.max_seconds)
         out_time = run_ffmpeg(
             command, process, paths=(src, listing), heartbeat=heartbeat, cancel=cancel
         )
-        with open(listing, encoding="ascii", errors="replace") as lines:
-            measured = [_linear(level) for level in _read_levels(lines)]
+        measured = _read_listing(listing)
     finally:
         os.remove(listing)
     if not measured:
         raise PermanentError(f"{UNREADABLE}: ffmpeg decoded none of it")
     # How much sound the pass decoded: what the peaks cover, whatever the file said.
     covered = out_time if out_time is not None else len(measured) * bucket_samples / rate
+    return _summarise(measured, covered, bucket_samples)
+
+
+@dataclass(frozen=True)
+class Branch:
+    """A waveform measured by a branch of a conversion's own filter graph.
+
+    The conversion splits the samples it hands its encoder and feeds this branch one
+    copy (``graph``); the branch writes each bucket's peak to ``listing``, and
+    ``waveform`` reads them once ffmpeg is done. Its buckets are sized as ``peaks``
+    sizes them, from the duration the conversion expects, and it stops after twice
+    that many samples, so its text stays within ``_most_buckets`` lines whatever the
+    input does.
+    """
+
+    listing: str
+    sample_rate: int
+    bucket_samples: int
+    most_samples: int
+
+    def graph(self) -> str:
+        """Return the branch's filters, from the split's copy of the samples to a null sink."""
+        return (
+            f"atrim=end_sample={self.most_samples},"
+            f"{_measure(self.listing, self.bucket_samples)},anullsink"
+        )
+
+    def waveform(self, covered: float | None) -> Waveform | None:
+        """Return the waveform of the ``covered`` seconds the conversion wrote, or None.
+
+        None when the branch measured less than that (the output ran past the branch's
+        bound, or the listing is missing): the caller then measures the file itself.
+        """
+        try:
+            measured = _read_listing(self.listing)
+        except OSError as exc:
+            log.warning("the conversion's peaks cannot be read: %s", exc)
+            return None
+        decoded = len(measured) * self.bucket_samples / self.sample_rate
+        if covered is None:
+            covered = decoded
+        short = covered - decoded > _SHORTFALL_BUCKETS * self.bucket_samples / self.sample_rate
+        if not measured or short or len(measured) < points_for(covered):
+            log.info(
+                "the conversion measured %d peaks of %.1f s, too few for %.1f s of output",
+                len(measured),
+                decoded,
+                covered,
+            )
+            return None
+        return _summarise(measured, covered, self.bucket_samples)
+
+    def remove(self) -> None:
+        """Delete the branch's listing, if it is still there."""
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(self.listing)
+
+
+def plan_branch(directory: str, duration: float, sample_rate: int) -> Branch:
+    """Return a ``Branch`` for ``duration`` seconds at ``sample_rate``, listing in ``directory``.
+
+    Raises:
+        OSError: the listing cannot be created in ``directory``.
+    """
+    bucket_samples = _bucket_samples(sample_rate, duration)
+    most_buckets = _most_buckets(sample_rate, duration, bucket_samples)
+    return Branch(
+        listing=_new_listing(directory),
+        sample_rate=sample_rate,
+        bucket_samples=bucket_samples,
+        most_samples=most_buckets * bucket_samples,
+    )
+
+
+def _bucket_samples(rate: int, duration: float) -> int:
+    """Return how many samples a bucket of ``duration`` seconds at ``rate`` holds.
+
+    Rounded down, so the buckets are at least as many as the points wanted.
+    """
+    return max(1, math.floor(rate * duration / points_for(duration)))
+
+
+def _most_buckets(rate: int, duration: float, bucket_samples: int) -> int:
+    """Return the most buckets a pass may write: room for twice the duration expected."""
+    return 2 * math.ceil(duration * rate / bucket_samples) + _SPARE_BUCKETS
+
+
+def _new_listing(directory: str) -> str:
+    """Create an empty file in ``directory`` for a pass's peaks; return its path."""
+    fd, listing = tempfile.mkstemp(prefix="peaks-", suffix=".txt", dir=directory)
+    os.close(fd)
+    return listing
+
+
+def _read_listing(listing: str) -> list[float]:
+    """Return the peaks, 0..1, that a pass wrote to ``listing``, one a bucket."""
+    with open(listing, encoding="ascii", errors="replace") as lines:
+        return [_linear(level) for level in _read_levels(lines)]
+
+
+def _summarise(measured: list[float], covered: float, bucket_samples: int) -> Waveform:
+    """Return the waveform of ``covered`` seconds measured in these buckets' peaks."""
     folded = _fold(measured, points_for(covered))
     log.info(
         "measured %d peaks of %.1f s of audio in %d-sample buckets",
@@ -194,14 +305,13 @@ def _length(
     return length
 
 
-def _peaks_command(src: str, listing: str, bucket_samples: int, max_seconds: float) -> list[str]:
-    """Return the ffmpeg command that writes the peak level of each bucket to ``listing``."""
-    measure = (
+def _measure(listing: str, bucket_samples: int) -> str:
+    """Return the filters that write the peak level of each bucket to ``listing``."""
+    return (
         f"asetnsamples=n={bucket_samples},"
         "astats=metadata=1:reset=1:measure_perchannel=none:measure_overall=Peak_level,"
         f"ametadata=mode=print:key={_PEAK_KEY}:file={_graph_value(listing)}"
     )
-    return _command(src, ["-af", measure], max_seconds)
 
 
 def _command(src: str, processing: list[str], max_seconds: float) -> list[str]:

@@ -13,10 +13,11 @@ from common.logs import configure_logging
 from common.messaging import Publisher
 from common.storage import Storage
 from common.tokens import TokenVerifier
-from gateway import imports, tus, views, web
+from gateway import accounts, admin_system, admin_users, identity, imports, sso, tus, views, web
 from gateway.auth_client import AuthClient
 from gateway.config import Config
 from gateway.intake import Intake
+from gateway.quotas import QuotaOverrides
 from gateway.resumable import ResumableUploads
 from gateway.services import EXTENSION, Services
 from gateway.watchdog import ReadWatchdog
@@ -62,6 +63,7 @@ def create_app(config: Config | None = None) -> Flask:
             publisher=publisher,
             video_queue=config.video_queue,
             quotas=config.quotas,
+            overrides=QuotaOverrides(storage.client, config.mongo),
         ),
         resumable=ResumableUploads(
             storage,
@@ -74,8 +76,18 @@ def create_app(config: Config | None = None) -> Flask:
     )
     # Expired resumable uploads go with their bytes whether or not anyone uploads again.
     app.before_request(app.extensions[EXTENSION].resumable.keep_sweeping)
+    identity.init_app(
+        app,
+        app.extensions[EXTENSION].auth,
+        poll_seconds=config.revocation_poll_seconds,
+        api_key_cache_seconds=config.api_key_cache_seconds,
+    )
     app.register_blueprint(views.bp)
     app.register_blueprint(tus.bp)
     app.register_blueprint(imports.bp)
+    app.register_blueprint(accounts.bp)
+    app.register_blueprint(sso.bp)
     app.register_blueprint(web.bp)
+    app.register_blueprint(admin_users.bp)
+    app.register_blueprint(admin_system.bp)
     return app

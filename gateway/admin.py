@@ -1,6 +1,11 @@
-"""The admin API: the work queues' dead letters, listed, replayed and discarded.
+"""The admin API's access rule and audit trail, and the work queues' dead letters.
 
-Admins only: anyone else gets 403. Queues go by the names ``video``, ``mp3`` and
+Admins with a login session only: anyone else gets 403 ``forbidden``, an API key
+(even an admin's) 403 ``insufficient_scope``. Every call that changes something
+writes an entry to the audit log (``common.audit``) through ``audit()``; the other
+admin routes are in ``gateway.admin_users`` and ``gateway.admin_system``.
+
+Dead-letter queues go by the names of their work queues, ``video``, ``mp3`` and
 ``webhook`` (400 for any other), whatever they are called on the broker. Every
 call opens its own broker connection (admin calls are rare) and answers 503 when
 the broker is unavailable. See ``common.deadletters`` for how a walk keeps the
@@ -17,6 +22,7 @@ from typing import Any
 from flask import Blueprint, Response, current_app, jsonify, request
 from flask.blueprints import BlueprintSetupState
 
+from common.audit import AuditLog
 from common.deadletters import DEFAULT_PAGE, MAX_PAGE, DeadLetters, Outcome
 from common.http.errors import ApiError
 from common.messaging import dead_letter_queue
@@ -27,7 +33,7 @@ log = logging.getLogger(__name__)
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 
-EXTENSION = "video2mp3.gateway.dead_letters"
+EXTENSION = "video2mp3.gateway.admin"
 # A request walks a dead-letter queue for at most this long and this many messages
 # (about 1 ms a message), well inside gunicorn's and a proxy's timeouts; the answer
 # says when a walk stopped short, and the command line has no such bound.
@@ -36,22 +42,26 @@ WALK_MAX_MESSAGES = 10_000
 MAX_IDS = 1000
 MAX_ID_LENGTH = 255  # an AMQP short string
 SELECTION_FIELDS = frozenset({"ids", "all", "confirm"})
+# Pages further than this are not worth a skip over that many records.
+MAX_OFFSET = 1_000_000
 
 
 @dataclass(frozen=True)
-class DeadLetterAdmin:
-    """The broker client for dead letters and the queues an admin may name."""
+class AdminTools:
+    """The broker client for dead letters, the queues an admin may name, and the audit log."""
 
     dead_letters: DeadLetters
     queues: dict[str, str]  # the API's name of each work queue -> its name on the broker
+    audit_log: AuditLog
 
 
 @bp.record_once
 def _set_up(state: BlueprintSetupState) -> None:
     """Take which queues an admin may name from the gateway's config, as the app is built."""
-    config = state.app.extensions[SERVICES_EXTENSION].config
+    services = state.app.extensions[SERVICES_EXTENSION]
+    config = services.config
     queues = {"video": config.video_queue, "mp3": config.mp3_queue, "webhook": config.webhook_queue}
-    state.app.extensions[EXTENSION] = DeadLetterAdmin(
+    state.app.extensions[EXTENSION] = AdminTools(
         dead_letters=DeadLetters(
             config.rabbit,
             name="gateway-admin",
@@ -59,18 +69,58 @@ def _set_up(state: BlueprintSetupState) -> None:
             time_limit=WALK_TIME_LIMIT,
         ),
         queues=queues,
+        audit_log=AuditLog(services.storage.client, config.mongo),
     )
 
 
-def _admin() -> DeadLetterAdmin:
+def admin_tools() -> AdminTools:
+    """Return the admin API's broker client, queue names and audit log."""
     return current_app.extensions[EXTENSION]
 
 
-@bp.before_request
 def require_admin() -> None:
-    """Let only admins through: 401 without a valid token, 403 for everyone else."""
+    """Let only admins with a login session through.
+
+    Raises:
+        ApiError: 401 without a valid token; 403 ``insufficient_scope`` for an API key
+            (``current_user`` refuses keys on routes that declare no scope) and
+            ``forbidden`` for everyone but an admin.
+    """
     if not current_user().admin:
-        raise ApiError(403, "forbidden", "Only admins may handle dead letters.")
+        raise ApiError(403, "forbidden", "Only admins may use the admin API.")
+
+
+bp.before_request(require_admin)
+
+
+def audit(action: str, target: str, details: dict[str, Any] | None = None) -> None:
+    """Record in the audit log that the calling admin did ``action`` to ``target``.
+
+    Raises:
+        TransientError: MongoDB failed.
+    """
+    actor = current_user().subject
+    admin_tools().audit_log.record(actor=actor, action=action, target=target, details=details)
+    log.info("admin %s: %s %s %s", actor, action, target, details or "")
+
+
+def page_arguments(default: int = DEFAULT_PAGE, most: int = MAX_PAGE) -> tuple[int, int]:
+    """Read ``limit`` and ``offset`` from the query string.
+
+    Raises:
+        ApiError: 400 ``invalid_limit`` or ``invalid_offset``.
+    """
+    limit = _number("limit", default, 1, most)
+    return limit, _number("offset", 0, 0, MAX_OFFSET)
+
+
+def _number(name: str, default: int, least: int, most: int) -> int:
+    raw = request.args.get(name, "")
+    if raw == "":
+        return default
+    if not raw.isdigit() or not least <= int(raw) <= most:
+        raise ApiError(400, f"invalid_{name}", f"{name} must be between {least} and {most}.")
+    return int(raw)
 
 
 def _broker_queue(queue: str) -> str:
@@ -79,7 +129,7 @@ def _broker_queue(queue: str) -> str:
     Raises:
         ApiError: 400 ``unknown_queue`` for anything but the work queues.
     """
-    queues = _admin().queues
+    queues = admin_tools().queues
     if queue not in queues:
         raise ApiError(
             400, "unknown_queue", f"queue must be one of {', '.join(queues)}.", {"field": "queue"}
@@ -90,7 +140,7 @@ def _broker_queue(queue: str) -> str:
 @bp.get("/dead-letters")
 def dead_letter_counts() -> Response:
     """Count the dead letters waiting for each work queue."""
-    admin = _admin()
+    admin = admin_tools()
     counts = [
         {
             "queue": name,
@@ -106,22 +156,22 @@ def dead_letter_counts() -> Response:
 def list_dead_letters(queue: str) -> Response:
     """Describe the first dead letters of a work queue; every one stays in the queue."""
     broker_queue = _broker_queue(queue)
-    limit = _limit()
-    listing = _admin().dead_letters.list(broker_queue, limit=limit)
+    limit = _number("limit", DEFAULT_PAGE, 1, MAX_PAGE)
+    listing = admin_tools().dead_letters.list(broker_queue, limit=limit)
     return jsonify({**listing.as_dict(), "queue": queue, "limit": limit})
 
 
 @bp.post("/dead-letters/<queue>/replay")
 def replay_dead_letters(queue: str) -> Response:
     """Put the chosen dead letters (or all) back on their work queue as fresh messages."""
-    dead_letters = _admin().dead_letters
+    dead_letters = admin_tools().dead_letters
     return _settle(queue, dead_letters.replay, dead_letters.replay_all, confirm_all=False)
 
 
 @bp.post("/dead-letters/<queue>/discard")
 def discard_dead_letters(queue: str) -> Response:
     """Delete the chosen dead letters, or all of them when confirmed."""
-    dead_letters = _admin().dead_letters
+    dead_letters = admin_tools().dead_letters
     return _settle(queue, dead_letters.discard, dead_letters.discard_all, confirm_all=True)
 
 
@@ -136,29 +186,22 @@ def _settle(
     broker_queue = _broker_queue(queue)
     ids = _selection(queue, needs_confirmation=confirm_all)
     outcome = every(broker_queue) if ids is None else chosen(broker_queue, ids)
-    return _answer(queue, outcome)
+    return _answer(queue, outcome, everything=ids is None)
 
 
-def _answer(queue: str, outcome: Outcome) -> Response:
-    log.info(
-        "%s %s %d dead letter(s) of %s (%d not found, walk %s)",
-        current_user().subject,
-        "replayed" if outcome.action == "replay" else "discarded",
-        outcome.count,
-        outcome.dead_letter_queue,
-        len(outcome.not_found),
-        "complete" if outcome.complete else f"stopped after {outcome.examined}",
+def _answer(queue: str, outcome: Outcome, *, everything: bool) -> Response:
+    audit(
+        f"dead_letters.{outcome.action}",
+        queue,
+        {
+            "all": everything,
+            "count": outcome.count,
+            "message_ids": outcome.message_ids,
+            "not_found": outcome.not_found,
+            "complete": outcome.complete,
+        },
     )
     return jsonify({**outcome.as_dict(), "queue": queue})
-
-
-def _limit() -> int:
-    raw = request.args.get("limit", "")
-    if raw == "":
-        return DEFAULT_PAGE
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_PAGE:
-        raise ApiError(400, "invalid_limit", f"limit must be between 1 and {MAX_PAGE}.")
-    return int(raw)
 
 
 def _selection(queue: str, *, needs_confirmation: bool) -> list[str] | None:

@@ -17,6 +17,11 @@ DEFAULT_UPLOAD_READ_TIMEOUT = 30.0
 # A resumable upload (tus, /files/) not finished this many seconds after its last bytes
 # arrived is removed with what it stored: a day to come back after a lost connection.
 DEFAULT_RESUMABLE_UPLOAD_EXPIRY_SECONDS = 24 * 3600.0
+# How often each gateway process reads auth's revocations, and how long it trusts auth's
+# word on an API key: a password change, logout or revoked key bites within 30 s
+# (a poll or a cache lifetime, plus a slow answer). The maxima keep that promise.
+DEFAULT_REVOCATION_POLL_SECONDS = 10.0
+DEFAULT_API_KEY_CACHE_SECONDS = 15.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +45,12 @@ class Config(PipelineConfig):
     )
     resumable_upload_expiry: float = setting(
         "RESUMABLE_UPLOAD_EXPIRY_SECONDS", DEFAULT_RESUMABLE_UPLOAD_EXPIRY_SECONDS, minimum=1.0
+    )
+    revocation_poll_seconds: float = setting(
+        "REVOCATION_POLL_SECONDS", DEFAULT_REVOCATION_POLL_SECONDS, minimum=0.1, maximum=10.0
+    )
+    api_key_cache_seconds: float = setting(
+        "API_KEY_CACHE_SECONDS", DEFAULT_API_KEY_CACHE_SECONDS, minimum=0.0, maximum=15.0
     )
     quotas: Quotas = field(default_factory=Quotas)
     public_url: str = shared("PUBLIC_URL")

@@ -28,7 +28,7 @@ from common.http.errors import ApiError
 from common.jobs import new_job_id
 from common.logs import log_context
 from common.mongo import utcnow
-from gateway.identity import current_user
+from gateway.identity import JOBS_WRITE, current_user, requires_scope
 from gateway.intake import CALLBACK_FIELD, CLIP_START_FIELD, Source, StoredVideo, read_submission
 from gateway.services import services
 from gateway.uploads import clean_filename
@@ -44,6 +44,7 @@ MAX_BODY_BYTES = 16 * 1024
 
 
 @bp.post("/jobs")
+@requires_scope(JOBS_WRITE)
 def import_url() -> tuple[Response, int, dict[str, str]]:
     """Queue a job whose video the converter fetches from the URL given."""
     svc = services()

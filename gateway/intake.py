@@ -106,11 +106,16 @@ def _clip_start(text: str | None) -> float | None:
 
 @dataclass(frozen=True, slots=True)
 class Room:
-    """What a caller may still do: their usage (None for an admin) and the bytes they may
-    still store (None: only the size limit bounds them)."""
+    """What a caller may still do: their usage and quotas (None for an admin) and the bytes
+    they may still store (None: only the size limit bounds them)."""
 
     usage: quotas.Usage | None
     bytes_left: int | None
+    limits: quotas.Quotas | None = None
+
+    def storage_exceeded(self) -> ApiError:
+        """Return the 507 for a video that outgrew what its owner (not an admin) may store."""
+        return quotas.storage_exceeded(self.limits, self.usage)
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,12 +146,24 @@ class Intake:
         publisher: Publisher,
         video_queue: str,
         quotas: quotas.Quotas,
+        overrides: quotas.QuotaOverrides,
     ) -> None:
         self._storage = storage
         self._jobs = jobs
         self._publisher = publisher
         self._video_queue = video_queue
         self._quotas = quotas
+        self.overrides = overrides
+
+    def quotas_of(self, user: Claims) -> quotas.Quotas:
+        """Return the caller's quotas: the defaults with any an admin set for them.
+
+        Raises:
+            TransientError: MongoDB failed.
+        """
+        if user.admin:
+            return quotas.UNLIMITED
+        return self._quotas.overridden(self.overrides.of(user.subject))
 
     def room_for(self, user: Claims, *, incoming_bytes: int | None, now: datetime) -> Room:
         """Check the caller's quotas before any byte is read; ``incoming_bytes`` is the
@@ -158,13 +175,10 @@ class Intake:
         """
         if user.admin:
             return Room(usage=None, bytes_left=None)
+        limits = self.quotas_of(user)
         usage = quotas.measure(self._storage, self._jobs, user.subject, now)
-        left = quotas.check_upload(usage, self._quotas, incoming_bytes=incoming_bytes, now=now)
-        return Room(usage=usage, bytes_left=left)
-
-    def storage_exceeded(self, usage: quotas.Usage) -> ApiError:
-        """Return the 507 for a video that outgrew what its owner may still store."""
-        return quotas.storage_exceeded(self._quotas, usage)
+        left = quotas.check_upload(usage, limits, incoming_bytes=incoming_bytes, now=now)
+        return Room(usage=usage, bytes_left=left, limits=limits)
 
     def new_video(self, *, job_id: str, owner: str, filename: str) -> Upload:
         """Start storing the video of job ``job_id``, piece by piece."""

@@ -7,17 +7,26 @@ counts, so the quotas hold across workers and pods. They are soft by a few uploa
 uploads that start at the same moment are all checked against the usage before any of
 them, and an upload sent without a Content-Length is bounded by the bytes left as it
 streams. Admins have none.
+
+An admin may set one user's quotas apart from the defaults (``PUT /admin/users/<id>/quotas``):
+those overrides live in MongoDB ``quotas``, ``{_id: email, <quota>: int}``, a quota left
+out there being the default, and are read with every check, so a change holds at once.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from common.config import Env, Settings, setting
+import pymongo
+
+from common.config import Env, MongoConfig, Settings, setting
 from common.http.errors import ApiError
 from common.jobs import JobStore
+from common.mongo import translate_errors
 from common.storage import Storage
 
 # The window of the upload rate.
@@ -25,6 +34,9 @@ RATE_WINDOW = timedelta(minutes=1)
 # When a user at the active-jobs quota may try again: no one knows when a job ends, and a
 # typical conversion takes seconds (docs/performance.md), so a short wait, not a minute.
 ACTIVE_JOBS_RETRY_AFTER_S = 15
+# The collection of per-user overrides, and the quotas one may set.
+OVERRIDES_COLLECTION = "quotas"
+QUOTA_NAMES = ("stored_bytes", "active_jobs", "uploads_per_minute")
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +63,12 @@ class Quotas(Settings):
             "uploads_per_minute": self.uploads_per_minute,
         }
 
+    def overridden(self, override: Mapping[str, int]) -> Quotas:
+        """Return these quotas with each one a user's override sets in place of the default."""
+        return dataclasses.replace(
+            self, **{name: override[name] for name in QUOTA_NAMES if name in override}
+        )
+
 
 UNLIMITED = Quotas(stored_bytes=None, active_jobs=None, uploads_per_minute=None)
 
@@ -71,6 +89,59 @@ class Usage:
             "active_jobs": self.active_jobs,
             "uploads_last_minute": self.uploads_last_minute,
         }
+
+
+class QuotaOverrides:
+    """The quotas admins set for single users, apart from the defaults."""
+
+    def __init__(self, client: pymongo.MongoClient, config: MongoConfig) -> None:
+        self._overrides = client[config.videos_db][OVERRIDES_COLLECTION]
+
+    def of(self, owner: str) -> dict[str, int]:
+        """Return the quotas set for ``owner`` (none: an empty dict).
+
+        Raises:
+            TransientError: MongoDB failed.
+        """
+        with translate_errors("reading quota overrides"):
+            found = self._overrides.find_one({"_id": owner})
+        return _override(found) if found else {}
+
+    def of_owners(self, owners: Iterable[str]) -> dict[str, dict[str, int]]:
+        """Return the quotas set for each of ``owners`` that has any, in one query.
+
+        Raises:
+            TransientError: MongoDB failed.
+        """
+        with translate_errors("reading quota overrides"):
+            found = list(self._overrides.find({"_id": {"$in": list(owners)}}))
+        return {doc["_id"]: _override(doc) for doc in found}
+
+    def set(self, owner: str, quotas: Mapping[str, int | None]) -> None:
+        """Set ``owner``'s quotas: a number overrides the default, None restores it.
+
+        Raises:
+            TransientError: MongoDB failed.
+        """
+        chosen = {name: quotas[name] for name in QUOTA_NAMES if quotas.get(name) is not None}
+        with translate_errors("setting quota overrides"):
+            if chosen:
+                self._overrides.replace_one({"_id": owner}, {"_id": owner, **chosen}, upsert=True)
+            else:
+                self._overrides.delete_one({"_id": owner})
+
+    def forget(self, owner: str) -> None:
+        """Drop ``owner``'s overrides (their account is gone; the address may come back).
+
+        Raises:
+            TransientError: MongoDB failed.
+        """
+        with translate_errors("dropping quota overrides"):
+            self._overrides.delete_one({"_id": owner})
+
+
+def _override(doc: Mapping[str, object]) -> dict[str, int]:
+    return {name: int(doc[name]) for name in QUOTA_NAMES if isinstance(doc.get(name), int)}
 
 
 def measure(storage: Storage, jobs: JobStore, owner: str, now: datetime) -> Usage:

@@ -27,7 +27,7 @@ from common.jobs import new_job_id
 from common.logs import log_context
 from common.mongo import utcnow
 from gateway import metrics
-from gateway.identity import current_user
+from gateway.identity import JOBS_WRITE, current_user, requires_scope
 from gateway.intake import StoredVideo, read_submission
 from gateway.resumable import CHECKSUM_ALGORITHMS, Checksum, PendingUpload
 from gateway.services import services
@@ -70,6 +70,7 @@ def _check_version() -> None:
 
 
 @bp.route("/", methods=["OPTIONS"], provide_automatic_options=False)
+@requires_scope(JOBS_WRITE)
 def capabilities() -> tuple[str, int, dict[str, str]]:
     """Describe what the server supports: version, extensions, largest upload."""
     current_user()
@@ -86,6 +87,7 @@ def capabilities() -> tuple[str, int, dict[str, str]]:
 
 
 @bp.post("/", provide_automatic_options=False)
+@requires_scope(JOBS_WRITE)
 def create() -> tuple[str, int, dict[str, str]]:
     """Create an upload, after checking its metadata, size and the caller's quotas."""
     svc = services()
@@ -128,6 +130,7 @@ def create() -> tuple[str, int, dict[str, str]]:
 
 
 @bp.route("/<upload_id>", methods=["HEAD"])
+@requires_scope(JOBS_WRITE)
 def status(upload_id: str) -> tuple[str, int, dict[str, str]]:
     """Tell how many bytes of the upload the server has."""
     upload = _find(upload_id)
@@ -135,6 +138,7 @@ def status(upload_id: str) -> tuple[str, int, dict[str, str]]:
 
 
 @bp.patch("/<upload_id>")
+@requires_scope(JOBS_WRITE)
 def append(upload_id: str) -> tuple[str, int, dict[str, str]]:
     """Append the body to the upload at Upload-Offset; the last bytes start the job."""
     upload = _find(upload_id)
@@ -147,6 +151,7 @@ def append(upload_id: str) -> tuple[str, int, dict[str, str]]:
 
 
 @bp.delete("/<upload_id>")
+@requires_scope(JOBS_WRITE)
 def terminate(upload_id: str) -> tuple[str, int]:
     """Remove an upload and the bytes stored so far (a finished upload's job stays)."""
     upload = _find(upload_id)

@@ -26,7 +26,7 @@ from common.jobs import (
 from common.logs import log_context
 from common.mongo import FileNotFound, utcnow
 from gateway import admin, archive, metrics, quotas
-from gateway.identity import current_user
+from gateway.identity import JOBS_READ, JOBS_WRITE, current_user, requires_scope
 from gateway.intake import StoredVideo, read_submission
 from gateway.services import services
 from gateway.uploads import receive_upload
@@ -70,16 +70,20 @@ def login() -> Response:
 
 
 @bp.get("/me")
+@requires_scope(JOBS_READ)
 def me() -> Response:
-    """Return who the caller is, what they use and their quotas (null: unlimited)."""
+    """Return who the caller is and how (login or API key), their usage and quotas (null: none)."""
     svc = services()
     user = current_user()
     usage = quotas.measure(svc.storage, svc.jobs, user.subject, utcnow())
-    limits = quotas.UNLIMITED if user.admin else svc.config.quotas
+    limits = svc.intake.quotas_of(user)
     return jsonify(
         {
             "email": user.subject,
             "admin": user.admin,
+            "auth": "session" if user.scopes is None else "api_key",
+            "scopes": None if user.scopes is None else sorted(user.scopes),
+            "key_id": user.key_id,
             "usage": usage.as_dict(),
             "quotas": limits.as_dict(),
         }
@@ -87,6 +91,7 @@ def me() -> Response:
 
 
 @bp.post("/upload")
+@requires_scope(JOBS_WRITE)
 def upload() -> tuple[Response, int, dict[str, str]]:
     """Store one uploaded video, record its job and queue it for conversion."""
     svc = services()
@@ -120,7 +125,7 @@ def upload() -> tuple[Response, int, dict[str, str]]:
         except ApiError as exc:
             # Sent without a Content-Length, the file outgrew what its owner may still store.
             if exc.code == "too_large" and bounded_by_quota and room.usage is not None:
-                raise svc.intake.storage_exceeded(room.usage) from None
+                raise room.storage_exceeded() from None
             raise
         svc.intake.accept(
             job_id=job_id,
@@ -161,6 +166,7 @@ def _counting_upload() -> Iterator[None]:
 
 
 @bp.get("/download")
+@requires_scope(JOBS_READ)
 def download() -> Response:
     """Stream a finished output or one of its tracks, by its own id (or its video's), with Range."""
     owner = current_user().subject
@@ -200,6 +206,7 @@ def download() -> Response:
 
 
 @bp.get("/download.zip")
+@requires_scope(JOBS_READ)
 def download_zip() -> Response:
     """Stream several of the caller's finished outputs as one ZIP (see ``gateway.archive``)."""
     owner = current_user().subject
@@ -229,6 +236,7 @@ def attachment(filename: str) -> str:
 
 
 @bp.get("/jobs")
+@requires_scope(JOBS_READ)
 def list_jobs() -> Response:
     """List the caller's jobs, newest first, optionally by status, a page at a time."""
     owner = current_user().subject
@@ -255,6 +263,7 @@ def _int_arg(name: str, default: int, minimum: int, maximum: int) -> int:
 
 
 @bp.get("/jobs/<job_id>")
+@requires_scope(JOBS_READ)
 def get_job(job_id: str) -> Response:
     """Show one of the caller's jobs: status, progress, error, ids, timestamps."""
     job = services().jobs.get_owned(job_id, current_user().subject)
@@ -264,6 +273,7 @@ def get_job(job_id: str) -> Response:
 
 
 @bp.get("/jobs/<job_id>/waveform")
+@requires_scope(JOBS_READ)
 def get_waveform(job_id: str) -> Response:
     """Return the peaks of one of the caller's finished outputs, for a player to draw."""
     svc = services()
@@ -296,6 +306,7 @@ def get_waveform(job_id: str) -> Response:
 
 
 @bp.delete("/jobs/<job_id>")
+@requires_scope(JOBS_WRITE)
 def delete_job(job_id: str) -> tuple[str, int]:
     """Delete one of the caller's jobs with its video and MP3."""
     svc = services()

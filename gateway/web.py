@@ -1,4 +1,4 @@
-"""The web page at ``/``: one HTML file, its ES modules, styles and icon, no build step.
+"""The web page at ``/`` and the admin console at ``/admin``: HTML, ES modules, styles, no build.
 
 The page talks to the same JSON API as any other client (``/login``,
 ``/upload``, ``/jobs``, ``/download``) with the token it keeps in the tab's
@@ -92,7 +92,18 @@ class Asset:
 @bp.get("/")
 def index() -> Response:
     """Serve the page."""
-    response = Response(_page(), mimetype="text/html")
+    return _html("index.html")
+
+
+@bp.get("/admin")
+def admin_console() -> Response:
+    """Serve the admin console (its API, under ``/admin/``, answers admins only)."""
+    return _html("admin.html")
+
+
+def _html(template: str) -> Response:
+    """Answer with one of the page templates, its assets versioned."""
+    response = Response(_page(template), mimetype="text/html")
     # Revalidated on every visit: it names the current assets' versions.
     response.headers["Cache-Control"] = "no-cache"
     response.add_etag()
@@ -122,10 +133,10 @@ def add_security_headers(response: Response) -> Response:
     return response
 
 
-def _page() -> str:
-    """Return index.html with the entry's modules preloaded and each asset URL versioned."""
+def _page(template: str) -> str:
+    """Return a template with the entry's modules preloaded and each asset URL versioned."""
     assets = _assets()
-    html = (STATIC_DIR / "index.html").read_text(encoding="utf-8")
+    html = (STATIC_DIR / template).read_text(encoding="utf-8")
 
     def preload(match: re.Match[str]) -> str:
         links = (

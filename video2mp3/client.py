@@ -6,8 +6,9 @@ Resumable uploads speak tus 1.0.0 (``create_upload``, ``upload_status``,
 Every failure comes out as a ``ClientError`` with a one-line message:
 ``ApiError`` when the server answered with an error (its JSON ``error`` code,
 ``message`` and, for a refused option, ``field``), ``AuthenticationError`` for
-a 401, ``ConnectionFailed`` when the server cannot be reached or the
-connection breaks, ``InvalidServer`` for a URL that cannot be used.
+a 401, ``InsufficientScope`` for an API key refused a route (403),
+``ConnectionFailed`` when the server cannot be reached or the connection
+breaks, ``InvalidServer`` for a URL that cannot be used.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ from video2mp3.multipart import FileBody, MultipartUpload
 CONNECT_TIMEOUT = 10.0
 READ_TIMEOUT = 120.0
 DOWNLOAD_CHUNK_SIZE = 256 * 1024
+# Logging out is best effort: the credentials go whatever the server says, so wait less.
+LOGOUT_TIMEOUT = 10.0
 _ERRNO_REASON = re.compile(r"\[Errno -?\d+\] ([^'\"\)]+)")
 _SAYS_WHEN = re.compile(r"\btry again (in|at)\b", re.IGNORECASE)
 TUS_VERSION = "1.0.0"
@@ -73,6 +76,15 @@ class ApiError(ClientError):
 
 class AuthenticationError(ApiError):
     """The server refused the credentials or the token (401)."""
+
+
+class InsufficientScope(ApiError):
+    """The API key may not do this (403 ``insufficient_scope``): ``required`` names what may."""
+
+    @property
+    def required(self) -> str:
+        """Return the scope the request needs, or ``session`` for a login with a password."""
+        return str(self.body.get("required") or "session")
 
 
 @dataclass(frozen=True)
@@ -166,11 +178,89 @@ class Client:
             AuthenticationError: wrong or missing credentials.
             ApiError, ConnectionFailed, InvalidServer: see the module.
         """
-        body = self._json("POST", "/login", auth=(email, password))
+        return self._login("/login", self._json("POST", "/login", auth=(email, password)))
+
+    def logout(self) -> None:
+        """End this token's session on the server.
+
+        Raises:
+            AuthenticationError: the token was already refused.
+            ApiError, ConnectionFailed, InvalidServer: see the module.
+        """
+        self._send("POST", "/logout", timeout=(CONNECT_TIMEOUT, LOGOUT_TIMEOUT)).close()
+
+    def change_password(self, current_password: str, new_password: str) -> Login:
+        """Change the caller's password; return the new token (every other one ends).
+
+        Raises:
+            AuthenticationError: the current password is wrong (``invalid_credentials``).
+            ApiError: 400 ``invalid_password`` for a new one the server refuses.
+            InsufficientScope: called with an API key.
+        """
+        body = self._json(
+            "POST",
+            "/me/password",
+            json={"current_password": current_password, "new_password": new_password},
+        )
+        return self._login("/me/password", body)
+
+    def _login(self, path: str, body: Mapping[str, Any]) -> Login:
+        """Read a token answer (``{token, expires_in}``)."""
         try:
             return Login(token=str(body["token"]), expires_in=int(body["expires_in"]))
         except (KeyError, TypeError, ValueError):
-            raise self._unexpected("/login", 200) from None
+            raise self._unexpected(path, 200) from None
+
+    def api_keys(self) -> list[dict[str, Any]]:
+        """Return the caller's live API keys, newest first (never their secrets)."""
+        keys = self._json("GET", "/api-keys", expect=("keys",))["keys"]
+        if not isinstance(keys, list):
+            raise self._unexpected("/api-keys", 200)
+        return keys
+
+    def create_api_key(
+        self, name: str, scopes: Sequence[str], expires_in_days: int | None = None
+    ) -> dict[str, Any]:
+        """Create an API key; return it with its secret ``key``, which is shown only now.
+
+        Raises:
+            ApiError: 400 ``invalid_name``, ``invalid_scopes``, ``invalid_expiry`` or
+                ``too_many_keys``.
+            InsufficientScope: called with an API key.
+        """
+        return self._json(
+            "POST",
+            "/api-keys",
+            json={"name": name, "scopes": list(scopes), "expires_in_days": expires_in_days},
+            expect=("id", "key"),
+        )
+
+    def revoke_api_key(self, key_id: str) -> None:
+        """Revoke one of the caller's API keys.
+
+        Raises:
+            ApiError: 404 for unknown ids and other people's keys.
+            InsufficientScope: called with an API key.
+        """
+        self._send("DELETE", f"/api-keys/{quote(key_id, safe='')}").close()
+
+    def export(self) -> Download:
+        """Start downloading everything the account holds as JSON; close the result when done."""
+        response = self._send("GET", "/me/export", stream=True)
+        return Download(response, self.server, default_name="video2mp3-export.json")
+
+    def delete_account(self, confirm: str) -> dict[str, Any]:
+        """Delete the caller's account and data; ``confirm`` is their email, typed again.
+
+        Return ``{status: "deleted"}``, or ``{status: "deleting", remaining_jobs}`` when
+        the server finishes deleting the jobs later.
+
+        Raises:
+            ApiError: 400 ``confirmation_required`` when ``confirm`` is not the caller's email;
+                503 when the account could not be deleted (nothing was).
+            InsufficientScope: called with an API key.
+        """
+        return self._json("DELETE", "/me", json={"confirm": confirm}, expect=("status",))
 
     def upload(
         self,
@@ -285,7 +375,8 @@ class Client:
         return self._json("GET", "/jobs", params=params, expect=("jobs",))
 
     def me(self) -> dict[str, Any]:
-        """Return the caller's account: ``{email, admin, usage, quotas}`` (a null quota: none)."""
+        """Return the caller's account: ``{email, admin, auth, scopes, key_id, usage, quotas}``
+        (a null quota: none; ``auth`` is ``session`` or ``api_key``)."""
         return self._json("GET", "/me", expect=("usage", "quotas"))
 
     def delete_job(self, job_id: str) -> None:
@@ -346,10 +437,9 @@ class Client:
             ApiError, AuthenticationError: the server answered with an error.
             ConnectionFailed, InvalidServer: see the module.
         """
-        with _translate_errors(self.server, READ_TIMEOUT):
-            response = self._session.request(
-                method, url, timeout=(CONNECT_TIMEOUT, READ_TIMEOUT), **kwargs
-            )
+        timeout = kwargs.pop("timeout", (CONNECT_TIMEOUT, READ_TIMEOUT))
+        with _translate_errors(self.server, timeout[1]):
+            response = self._session.request(method, url, timeout=timeout, **kwargs)
         if response.ok:
             return response
         with response:
@@ -404,7 +494,11 @@ def _api_error(response: requests.Response) -> ApiError:
     # Unless the server's own words already say when.
     if status == 429 and retry_after.isdigit() and not _SAYS_WHEN.search(message):
         message = f"{message.rstrip('.')}; try again in {retry_after} s."
-    error_type = AuthenticationError if status == 401 else ApiError
+    error_type = ApiError
+    if status == 401:
+        error_type = AuthenticationError
+    elif status == 403 and code == "insufficient_scope":
+        error_type = InsufficientScope
     return error_type(status, code, message, body)
 
 

@@ -4,8 +4,11 @@ The token lives in the user's config directory
 (``$XDG_CONFIG_HOME/video2mp3/credentials.json``, else
 ``~/.config/video2mp3/credentials.json``), readable by the user alone (0600 in
 a 0700 directory), together with the server it is good for and when it
-expires. The server is, in order: ``--server``, ``$VIDEO2MP3_URL``, the server
-of the last login, ``http://127.0.0.1:8000``.
+expires. An API key (``v2m_...``, from ``login --api-key``) is stored the same
+way with no expiry: the server says when it stops working. An API key in
+``$VIDEO2MP3_API_KEY`` wins over the stored login. The server is, in order:
+``--server``, ``$VIDEO2MP3_URL``, the server of the last login,
+``http://127.0.0.1:8000``.
 
 Uploads under way (``pending``) are state, not configuration: they live in
 ``$XDG_STATE_HOME/video2mp3/`` (else ``~/.local/state/video2mp3/``), where the
@@ -20,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
@@ -28,6 +32,10 @@ from typing import Any
 
 DEFAULT_SERVER = "http://127.0.0.1:8000"
 SERVER_ENV = "VIDEO2MP3_URL"
+API_KEY_ENV = "VIDEO2MP3_API_KEY"
+API_KEY_PREFIX = "v2m_"
+# The key's text as the server hands it out: v2m_<12 hex id>_<43 url-safe base64 chars>.
+API_KEY_PATTERN = re.compile(r"v2m_([0-9a-f]{12})_[A-Za-z0-9_-]{43}")
 APP_DIR = "video2mp3"
 CREDENTIALS_FILE = "credentials.json"
 # Below this a file goes in one POST /upload: a drop costs at most ~13 s of a 20 Mbit/s
@@ -44,15 +52,28 @@ class ConfigError(Exception):
 
 @dataclass(frozen=True)
 class Credentials:
-    """A login: the bearer token, who it is for, where it works and until when."""
+    """A login: the bearer token (or API key), who it is for, where it works and until when."""
 
     server: str
-    email: str
+    email: str  # empty for an API key that may not read the account (no jobs:read)
     token: str
-    expires_at: float  # seconds since the epoch
+    expires_at: float | None  # seconds since the epoch; None: an API key, no known end
+
+    @property
+    def is_api_key(self) -> bool:
+        """Tell whether the token is an API key rather than a login session's token."""
+        return self.token.startswith(API_KEY_PREFIX)
+
+    @property
+    def key_id(self) -> str | None:
+        """Return the API key's id (not secret), or None for a login session's token."""
+        match = API_KEY_PATTERN.fullmatch(self.token)
+        return match.group(1) if match else None
 
     def expired(self, now: float | None = None) -> bool:
-        """Tell whether the token's lifetime is over."""
+        """Tell whether the token's lifetime is over (never, that the client knows, for a key)."""
+        if self.expires_at is None:
+            return False
         return (time.time() if now is None else now) >= self.expires_at
 
 
@@ -86,6 +107,21 @@ def tus_threshold(environ: Mapping[str, str] | None = None) -> int:
     if not raw.isascii() or not raw.isdigit():
         raise ConfigError(f"{TUS_THRESHOLD_ENV} must be a number of bytes, got {raw!r}")
     return int(raw)
+
+
+def api_key_from_env(environ: Mapping[str, str] | None = None) -> str | None:
+    """Return the API key in ``$VIDEO2MP3_API_KEY``, or None when it is unset or empty.
+
+    Raises:
+        ConfigError: the variable holds something that is not an API key.
+    """
+    environ = os.environ if environ is None else environ
+    key = environ.get(API_KEY_ENV, "").strip()
+    if not key:
+        return None
+    if not API_KEY_PATTERN.fullmatch(key):
+        raise ConfigError(f"{API_KEY_ENV} does not hold an API key (v2m_<id>_<secret>)")
+    return key
 
 
 def credentials_path(environ: Mapping[str, str] | None = None) -> Path:
@@ -127,7 +163,7 @@ def load_credentials(path: Path | None = None) -> Credentials | None:
             server=str(raw["server"]),
             email=str(raw["email"]),
             token=str(raw["token"]),
-            expires_at=float(raw["expires_at"]),
+            expires_at=None if raw["expires_at"] is None else float(raw["expires_at"]),
         )
     except FileNotFoundError:
         return None

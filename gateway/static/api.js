@@ -46,11 +46,31 @@ export function bearerAuthorization() {
   return `Bearer ${currentSession().token}`;
 }
 
-export function endRejectedSession() {
-  endSession("Your session has ended. Log in again.");
+// End the session the server refused (a 401 with ``code``), saying why when it knows.
+export function endRejectedSession(code) {
+  endSession(
+    code === "token_revoked"
+      ? "Your session has ended: you logged out elsewhere, your password changed, or an administrator ended it. Log in again."
+      : "Your session has ended. Log in again.",
+  );
+}
+
+// Tell the server this session's token is done with. Best effort: the page forgets the
+// token whatever the answer, and keepalive lets the request finish as the page moves on.
+export function revokeSessionToken() {
+  const session = currentSession();
+  if (!session) return;
+  fetch("/logout", {
+    method: "POST",
+    cache: "no-store",
+    credentials: "omit",
+    keepalive: true,
+    headers: { Accept: "application/json", Authorization: `Bearer ${session.token}` },
+  }).catch(() => {});
 }
 
 export async function api(method, path, { headers = {}, body } = {}) {
+  const token = currentSession().token;
   let response;
   try {
     response = await fetch(path, {
@@ -59,13 +79,17 @@ export async function api(method, path, { headers = {}, body } = {}) {
       cache: "no-store",
       // No cookies or remembered HTTP credentials: the token is the only credential.
       credentials: "omit",
-      headers: { Accept: "application/json", Authorization: bearerAuthorization(), ...headers },
+      headers: { Accept: "application/json", Authorization: `Bearer ${token}`, ...headers },
     });
   } catch {
     throw new ApiProblem(OFFLINE);
   }
   if (response.status === 401) {
-    endRejectedSession();
+    const problem = problemFrom(401, response.statusText, await response.text(), null);
+    // A wrong current password (changing it) is the form's error, not the session's end.
+    if (problem.code === "invalid_credentials") throw problem;
+    // A token replaced while this request was out (a password change) is no longer the session's.
+    if (currentSession()?.token === token) endRejectedSession(problem.code);
     throw new ApiProblem("Not logged in.", { status: 401, code: "session_ended" });
   }
   if (!response.ok) {

@@ -4,9 +4,11 @@
 // and goes out as a Bearer header. ES modules, no build step: the server pins every
 // import to the imported file's content (gateway/web.py).
 
+import { resetAccount, setUpAccount } from "./account.js";
+import { revokeSessionToken } from "./api.js";
 import { el } from "./dom.js";
 import { refreshJobs, resetJobs, setUpJobList } from "./jobs.js";
-import { logIn } from "./login.js";
+import { logIn, setUpSingleSignOn, takeLoginFromAddress } from "./login.js";
 import { setUpFormatChoice } from "./output-format.js";
 import { setUpOutputOptions } from "./output-options.js";
 import { clearMessages } from "./messages.js";
@@ -23,11 +25,15 @@ onSessionEnd(() => {
   stopUpload();
   resetJobs();
   resetUsage();
+  resetAccount();
   chooseFile(null);
 });
 
 el.loginForm.addEventListener("submit", logIn);
-el.logout.addEventListener("click", () => endSession("You are logged out."));
+el.logout.addEventListener("click", () => {
+  revokeSessionToken();
+  endSession("You are logged out.");
+});
 el.refresh.addEventListener("click", () => {
   clearMessages();
   refreshJobs();
@@ -38,11 +44,13 @@ setUpUrlImport();
 setUpFormatChoice();
 setUpOutputOptions();
 setUpJobList();
+setUpAccount();
 
-const saved = loadSession();
+const saved = takeLoginFromAddress() || loadSession();
 if (saved) {
   startSession(saved);
 } else {
   el.loginView.hidden = false;
   el.loginEmail.focus();
 }
+setUpSingleSignOn();

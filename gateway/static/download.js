@@ -1,6 +1,6 @@
-// Saving a finished job's output (MP3 or the format it asked for), one of its tracks, or
-// several jobs' as one ZIP: fetched with the token (a plain link could not send it), then
-// handed to the browser as a download under the name the server gives it.
+// Saving a finished job's output (MP3 or the format it asked for), one of its tracks,
+// several jobs' as one ZIP, or the account's export: fetched with the token (a plain link
+// could not send it), then handed to the browser as a download under the server's name.
 
 import { api } from "./api.js";
 import { clearMessages, showError, showNotice } from "./messages.js";
@@ -61,6 +61,23 @@ export async function downloadZip(jobIds, button) {
     showNotice(`Saved ${filename} (${files}).`);
   } catch (problem) {
     if (problem.status !== 401) showError(problem.message);
+  }
+}
+
+// Save everything the account holds (GET /me/export) as the JSON file the server names.
+export async function downloadExport(button) {
+  clearMessages();
+  button.disabled = true;
+  try {
+    const response = await api("GET", "/me/export");
+    const blob = await response.blob();
+    const filename = filenameFrom(response.headers.get("Content-Disposition")) || "video2mp3-export.json";
+    saveBlob(blob, filename);
+    showNotice(`Saved ${filename}.`);
+  } catch (problem) {
+    if (problem.status !== 401) showError(problem.message);
+  } finally {
+    button.disabled = false;
   }
 }
 

@@ -26,6 +26,13 @@ export function formatClock(date) {
   return date.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
 }
 
+// A moment as a list shows it: the time alone today, else the date and time.
+export function formatMoment(date) {
+  return date.toDateString() === new Date().toDateString()
+    ? formatClock(date)
+    : date.toLocaleString([], { dateStyle: "medium", timeStyle: "short" });
+}
+
 export function formatDelay(seconds) {
   if (seconds <= 0) return "now";
   if (seconds < 90) return `in ${seconds} s`;

@@ -3,7 +3,7 @@
 // player with its waveform and the tracks of a split job; and the Download and Delete
 // buttons (jobs.js gives them, and the tracks' buttons, their clicks).
 
-import { formatBytes, formatClock, formatLevel, formatSeconds } from "./format.js";
+import { formatBytes, formatLevel, formatMoment, formatSeconds } from "./format.js";
 import { formatOf } from "./output-format.js";
 import { createPlayer, releasePlayer, updatePlayer } from "./player.js";
 
@@ -162,15 +162,7 @@ function showTracks(list, job, tracks) {
 
 function describeJob(job) {
   const parts = [];
-  if (job.created_at) {
-    const created = new Date(job.created_at);
-    const sameDay = created.toDateString() === new Date().toDateString();
-    parts.push(
-      sameDay
-        ? formatClock(created)
-        : created.toLocaleString([], { dateStyle: "medium", timeStyle: "short" }),
-    );
-  }
+  if (job.created_at) parts.push(formatMoment(new Date(job.created_at)));
   if (job.size != null) parts.push(formatBytes(job.size));
   const o = job.options || {};
   const output = formatOf(job);

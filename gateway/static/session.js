@@ -48,13 +48,25 @@ export function startSession(started) {
   el.appView.hidden = false;
   el.session.hidden = false;
   el.sessionEmail.textContent = session.email;
-  showExpiry();
   clockTimer = setInterval(showExpiry, 30000);
+  keepUntilExpiry();
+  for (const hook of startHooks) hook();
+}
+
+// Go on with a new token for the same user (a password change ends the old one).
+export function renewSession(token, expiresIn) {
+  session = { ...session, token, expiresAt: Date.now() + expiresIn * 1000 };
+  saveSession(session);
+  keepUntilExpiry();
+}
+
+function keepUntilExpiry() {
+  showExpiry();
+  clearTimeout(expiryTimer);
   expiryTimer = setTimeout(
     () => endSession("Your session has expired. Log in again."),
     Math.max(0, session.expiresAt - Date.now()),
   );
-  for (const hook of startHooks) hook();
 }
 
 function showExpiry() {

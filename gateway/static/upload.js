@@ -253,7 +253,7 @@ async function sendResumably(running, fields) {
               "Upload the same file again to continue where it stopped.",
           );
         } else if (answer.status === 401) {
-          endRejectedSession();
+          endRejectedSession(problemFrom(answer.status, answer.statusText, answer.body, null).code);
         } else {
           const { status, statusText, body, retryAfter } = answer;
           const problem = problemFrom(status, statusText, body, retryAfter);

@@ -26,6 +26,7 @@ export function resetUsage() {
   usageSeq += 1; // answers still on their way belong to the old session
   el.usage.hidden = true;
   el.usage.replaceChildren();
+  el.adminLink.hidden = true;
 }
 
 function usageItem(text, { used, limit, title } = {}) {
@@ -39,6 +40,7 @@ function usageItem(text, { used, limit, title } = {}) {
 }
 
 function renderUsage(account) {
+  el.adminLink.hidden = !account.admin;
   const usage = account.usage || {};
   const quotas = account.quotas || {};
   const stored = usage.stored_bytes || 0;

@@ -126,6 +126,16 @@ class LiveServer:
         """Send a POST request."""
         return self.http.post(self.url(path), timeout=10, **kwargs)
 
+    def request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        """Send a request with any method."""
+        return self.http.request(method, self.url(path), timeout=10, **kwargs)
+
+    def token(self, account: Account) -> str:
+        """Log ``account`` in and return its access token."""
+        response = self.login(account.email, account.password)
+        assert response.status_code == 200, response.text
+        return response.json()["token"]
+
     def login(
         self, email: str, password: str, *, headers: dict[str, str] | None = None
     ) -> requests.Response:

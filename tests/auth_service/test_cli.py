@@ -97,6 +97,32 @@ def test_create_user_updates_and_sets_the_admin_flag(runner: FlaskCliRunner, app
     assert user.password_hash != first_hash
 
 
+def revocation_versions(app: Flask) -> list[int]:
+    with app.app_context(), db.get_db().cursor() as cursor:
+        cursor.execute("SELECT min_version FROM revocations WHERE kind = 'user' ORDER BY id")
+        return [version for (version,) in cursor.fetchall()]
+
+
+def test_create_user_revokes_sessions_only_when_something_changes(
+    runner: FlaskCliRunner, app: Flask
+) -> None:
+    def save(*args: str) -> None:
+        result = runner.invoke(args=["create-user", "ann@example.com", *args])
+        assert result.exit_code == 0, result.output
+
+    save("--password", "first password")
+    save("--password", "first password")  # the same password: nothing changes
+    save("--password", "first password", "--no-admin")  # already no admin
+    assert revocation_versions(app) == []
+
+    save("--password", "second password")
+    save("--password", "second password", "--admin")
+    save("--password", "second password", "--no-admin")
+
+    assert revocation_versions(app) == [1, 2, 3]
+    assert stored_user(app, "ann@example.com").token_version == 3
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

@@ -53,7 +53,15 @@ def test_init_db_creates_a_missing_database(config: Config, mysql_server: MySQLS
             cursor.execute("SHOW COLUMNS FROM users")
             columns = {row[0] for row in cursor.fetchall()}
         connection.close()
-        assert columns == {"id", "email", "password_hash", "is_admin", "created_at"}
+        assert columns == {
+            "id",
+            "email",
+            "password_hash",
+            "is_admin",
+            "created_at",
+            "token_version",
+            "disabled",
+        }
     finally:
         admin = mysql_server.connect()
         admin.cursor().execute(f"DROP DATABASE IF EXISTS `{name}`")
@@ -79,20 +87,6 @@ def test_insert_refuses_a_taken_email_in_any_case() -> None:
     with pytest.raises(db.UserExists):
         db.insert_user("A@Example.com", "other", is_admin=False)
     assert count_users() == 1
-
-
-@pytest.mark.usefixtures("ctx")
-def test_upsert_creates_then_updates_keeping_admin_unless_told() -> None:
-    assert db.upsert_user("a@example.com", "h1", is_admin=True) is True
-    assert db.upsert_user("a@example.com", "h2", is_admin=None) is False
-    user = db.find_user("a@example.com")
-    assert (user.password_hash, user.is_admin) == ("h2", True)
-
-    assert db.upsert_user("a@example.com", "h2", is_admin=False) is False
-    assert db.upsert_user("a@example.com", "h2", is_admin=False) is False
-    assert db.find_user("a@example.com").is_admin is False
-    assert db.upsert_user("new@example.com", "h", is_admin=None) is True
-    assert db.find_user("new@example.com").is_admin is False
 
 
 @pytest.mark.usefixtures("ctx")

@@ -177,7 +177,7 @@ def test_login_upgrades_a_hash_made_with_old_parameters(
 ) -> None:
     old_hasher = argon2.PasswordHasher(time_cost=2, memory_cost=128, parallelism=1)
     with app.app_context():
-        db.upsert_user("old@example.com", old_hasher.hash("old password"), is_admin=False)
+        db.insert_user("old@example.com", old_hasher.hash("old password"), is_admin=False)
 
     assert live_server.login("old@example.com", "old password").status_code == 200
 

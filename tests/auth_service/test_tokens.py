@@ -20,7 +20,7 @@ def signer(signing_key: RSAPrivateKey) -> TokenSigner:
 def test_issue_signs_the_claims_with_a_lifetime(
     signer: TokenSigner, signing_key: RSAPrivateKey
 ) -> None:
-    issued = signer.issue("alice@example.com", admin=True, now=1_000_000_000)
+    issued = signer.issue("alice@example.com", admin=True, token_version=3, now=1_000_000_000)
 
     claims = jwt.decode(
         issued.token,
@@ -35,15 +35,18 @@ def test_issue_signs_the_claims_with_a_lifetime(
     assert claims["iss"] == ISSUER
     assert (claims["iat"], claims["nbf"], claims["exp"]) == (1_000_000_000,) * 2 + (1_000_000_900,)
     assert len(claims["jti"]) == 32
+    assert claims["tv"] == 3
     assert jwt.get_unverified_header(issued.token)["kid"] == signer.key_id
 
 
 def test_issued_tokens_have_distinct_ids(signer: TokenSigner) -> None:
     first = jwt.decode(
-        signer.issue("a@example.com", admin=False).token, options={"verify_signature": False}
+        signer.issue("a@example.com", admin=False, token_version=0).token,
+        options={"verify_signature": False},
     )
     second = jwt.decode(
-        signer.issue("a@example.com", admin=False).token, options={"verify_signature": False}
+        signer.issue("a@example.com", admin=False, token_version=0).token,
+        options={"verify_signature": False},
     )
 
     assert first["jti"] != second["jti"]
@@ -88,4 +91,4 @@ def test_gateway_style_verifier_trusts_login_tokens_via_jwks_url(
     assert claims.admin is False
     foreign = TokenSigner(other_key, issuer=ISSUER, audience=AUDIENCE, ttl_seconds=60)
     with pytest.raises(InvalidToken, match="unknown key"):
-        verifier.verify(foreign.issue(user.email, admin=True).token)
+        verifier.verify(foreign.issue(user.email, admin=True, token_version=0).token)

@@ -43,10 +43,10 @@ def test_validate_returns_the_claims_of_a_login_token(
 
 
 def test_validate_accepts_a_token_within_the_clock_leeway(
-    live_server: LiveServer, signing_key: RSAPrivateKey
+    live_server: LiveServer, signing_key: RSAPrivateKey, user: Account
 ) -> None:
     now = int(time.time())
-    token = forge.sign(signing_key, forge.claims(iat=now + 5, exp=now - 5 + 600))
+    token = forge.sign(signing_key, forge.claims(sub=user.email, iat=now + 5, exp=now - 5 + 600))
 
     assert live_server.get("/validate", headers=bearer(token)).status_code == 200
 

@@ -35,6 +35,7 @@ def config_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
     monkeypatch.delenv("VIDEO2MP3_URL", raising=False)
     monkeypatch.delenv("VIDEO2MP3_TUS_THRESHOLD", raising=False)
+    monkeypatch.delenv("VIDEO2MP3_API_KEY", raising=False)
     return home
 
 

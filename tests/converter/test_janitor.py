@@ -5,12 +5,15 @@ from __future__ import annotations
 import io
 import json
 import threading
+import time
 from datetime import timedelta
 
 import pytest
 from bson import ObjectId
 from prometheus_client import REGISTRY
 
+from common.accounts import COLLECTION as ACCOUNT_DELETIONS
+from common.accounts import ERASE_BATCH, AccountDeletions
 from common.jobs import DONE, FAILED, QUEUED, JobStore, new_job_id
 from common.messaging import Publisher
 from common.mongo import utcnow
@@ -436,3 +439,52 @@ def test_a_split_jobs_tracks_are_kept_while_listed_and_deleted_when_it_expires(
     age(jobs, job_id, finished_at=8 * 24 * 3600)
     assert janitor.run_once().expired == 1
     assert not any(kept(storage, fid) for fid in (whole, *listed))
+
+
+def deletion_records(storage):
+    return storage.client[storage.config.videos_db][ACCOUNT_DELETIONS]
+
+
+def test_a_confirmed_account_deletion_is_finished_in_batches(storage, jobs, janitor):
+    old = [stored_job(storage, jobs, owner="gone@example.com") for _ in range(ERASE_BATCH + 3)]
+    other = stored_job(storage, jobs, owner="stays@example.com")
+    deletions = AccountDeletions(storage.client, storage.config)
+    deletions.request("gone@example.com")
+    deletions.confirm("gone@example.com")
+    # The address registered again, and its new account uploaded: not the old one's.
+    time.sleep(0.01)  # registering again takes a round trip to auth at least
+    new = stored_job(storage, jobs, owner="gone@example.com")
+
+    janitor.run_once()  # one batch a round: more than a batch is left for the next
+
+    left = [job_id for job_id, _ in old if jobs.get(job_id) is not None]
+    assert len(left) == 3
+    assert deletion_records(storage).find_one()["state"] == "confirmed"
+
+    assert janitor.run_once().accounts_erased == 1
+
+    for job_id, video_fid in old:
+        assert jobs.get(job_id) is None
+        assert storage.videos.find_one({"_id": video_fid}) is None
+    assert jobs.get(new[0]) is not None
+    assert storage.videos.find_one({"_id": new[1]}) is not None
+    assert jobs.get(other[0]) is not None
+    assert deletion_records(storage).find_one()["state"] == "done"
+
+
+def test_an_unconfirmed_account_deletion_erases_nothing_and_is_dropped_after_a_day(
+    storage, jobs, janitor
+):
+    job_id, _ = stored_job(storage, jobs, owner="kept@example.com")
+    deletions = AccountDeletions(storage.client, storage.config)
+    deletions.request("kept@example.com")  # auth never confirmed it
+    deletions.request("old@example.com")
+    deletion_records(storage).update_one(
+        {"_id": "old@example.com"},
+        {"$set": {"requested_at": utcnow() - timedelta(days=1, seconds=1)}},
+    )
+
+    assert janitor.run_once().accounts_erased == 0
+
+    assert jobs.get(job_id) is not None
+    assert [record["_id"] for record in deletion_records(storage).find()] == ["kept@example.com"]

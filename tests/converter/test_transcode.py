@@ -752,3 +752,80 @@ def test_a_failing_progress_callback_stops_ffmpeg(
     assert raised.value is not None
     assert ffmpeg_children() == []
     assert not dst.exists()
+
+
+# --- the waveform measured in the conversion's run ----------------------------
+
+
+def test_a_re_encode_measures_its_waveform_unless_told_not_to(tmp_path: Path) -> None:
+    src = media.make_video(tmp_path / "clip.mp4", size=SMALL)
+    measured, bare = tmp_path / "measured.mp3", tmp_path / "bare.mp3"
+
+    with_waveform = transcode(src, measured)
+    without = transcode(src, bare, waveform=False)
+
+    assert with_waveform.waveform is not None
+    assert with_waveform.waveform.duration == pytest.approx(SECONDS, abs=0.05)
+    assert without.waveform is None
+    # The branch changes nothing the encoder gets.
+    assert decoded(measured) == decoded(bare)
+    assert sorted(path.name for path in tmp_path.iterdir()) == [
+        "bare.mp3",
+        "clip.mp4",
+        "measured.mp3",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("make", "options"),
+    [
+        pytest.param(
+            lambda path: media.make_video(path / "clip.mkv", audio_codec="libmp3lame"),
+            Options(),
+            id="stream-copy",
+        ),
+        pytest.param(
+            lambda path: media.make_video(path / "live.webm", size=SMALL, seekable=False),
+            Options(),
+            id="unknown-length",
+        ),
+        # libmp3lame mixes six channels down to two after the split: only -ac says so.
+        pytest.param(
+            lambda path: media.make_video(path / "surround.mkv", size=SMALL, channels=6),
+            Options(),
+            id="5.1-to-mp3",
+        ),
+    ],
+)
+def test_the_waveform_is_left_to_a_pass_where_the_run_cannot_measure_it(
+    tmp_path: Path, make: Callable[[Path], Path], options: Options
+) -> None:
+    src = make(tmp_path)
+    dst = tmp_path / "out.mp3"
+
+    result = transcode(src, dst, options)
+
+    assert result.waveform is None
+    assert sorted(tmp_path.iterdir()) == sorted([src, dst])
+
+
+def test_surround_sound_mixed_to_a_set_channel_count_is_measured_in_the_run(
+    tmp_path: Path,
+) -> None:
+    src = media.make_video(tmp_path / "surround.mkv", size=SMALL, channels=6)
+
+    result = transcode(src, tmp_path / "out.mp3", Options(channels=2))
+
+    assert result.waveform is not None
+    assert result.waveform.points == 200
+
+
+def test_a_cancelled_conversion_leaves_no_waveform_listing(
+    tmp_path: Path, long_wav: Path, fast_progress: None
+) -> None:
+    cancel = threading.Event()
+
+    with pytest.raises(TransientError, match=r"^conversion interrupted$"):
+        transcode(long_wav, tmp_path / "out.mp3", on_progress=lambda _: cancel.set(), cancel=cancel)
+
+    assert list(tmp_path.iterdir()) == []

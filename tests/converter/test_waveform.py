@@ -66,6 +66,11 @@ def loud_then_quiet(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_sound(tmp_path_factory.mktemp("tone") / "tone.wav", LOUD_THEN_QUIET)
 
 
+def copied_to_mp3(tmp_path: Path) -> Path:
+    """Return a video whose MP3 sound a job copies, so its waveform takes the separate pass."""
+    return media.make_video(tmp_path / "clip.mkv", seconds=1, audio_codec="libmp3lame")
+
+
 def assert_loud_then_quiet(found: Waveform) -> None:
     """Check the first half's peaks are near full scale and the second's near a tenth."""
     half = found.points // 2
@@ -249,7 +254,7 @@ def test_an_output_the_pass_cannot_measure_is_kept_without_a_waveform(
         raise PermanentError("the output's sound could not be measured: injected")
 
     monkeypatch.setattr("converter.handler.peaks", refuse)
-    source = media.make_video(tmp_path / "clip.mp4", seconds=1)
+    source = copied_to_mp3(tmp_path)
     message = queued_job(storage, jobs, source)
 
     converter.handle(message, delivery())
@@ -273,7 +278,7 @@ def test_a_machine_fault_in_the_pass_retries_the_job(
         raise TransientError("ffmpeg was killed by SIGKILL")
 
     monkeypatch.setattr("converter.handler.peaks", killed)
-    source = media.make_video(tmp_path / "clip.mp4", seconds=1)
+    source = copied_to_mp3(tmp_path)
     message = queued_job(storage, jobs, source)
 
     with pytest.raises(TransientError):
@@ -283,3 +288,191 @@ def test_a_machine_fault_in_the_pass_retries_the_job(
     assert job["status"] == PROCESSING
     # Nothing was stored: the next delivery converts afresh.
     assert storage.mp3s.find_one({"metadata.job_id": message["job_id"]}) is None
+
+
+# --- the waveform measured in the conversion's own run ------------------------------
+
+# The in-run peaks are of the samples the encoder gets, the pass's of the file decoded.
+# Lossless files decode to those very samples. A lossy file's peaks are a few per cent
+# off its encoder's input, which the relative part allows: on this half-scale 440 Hz
+# tone, 3 % under it at LAME's 192k (5.6 % at 22.05 kHz mono), up to 7 % over it in AAC
+# at 22.05 kHz mono and 8 % in Opus at 24 kHz mono (its quiet half).
+SAME_PEAK = 0.01
+LOSSY_SHIFT = 0.09
+SOURCE_RATE = 48000
+
+
+@pytest.fixture(scope="module")
+def loud_then_quiet_video(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Return a video whose stereo sound at 48 kHz is loud, then quiet (LOUD_THEN_QUIET).
+
+    Its sound is Vorbis, which no format copies, so every conversion of it re-encodes.
+    """
+    path = tmp_path_factory.mktemp("video") / "clip.mkv"
+    # Half scale at most, so that no encoder clips it, even mixed down to mono.
+    tone = LOUD_THEN_QUIET.replace("sample_rate=44100", f"sample_rate={SOURCE_RATE}")
+    tone = tone.replace("aevalsrc=", "aevalsrc=0.5*")
+    media.run_ffmpeg(
+        "-loglevel",
+        "error",
+        "-y",
+        *("-f", "lavfi", "-i", f"testsrc=size=160x120:rate=10:duration={SECONDS}"),
+        *("-filter_complex", f"{tone},aformat=channel_layouts=stereo[a]"),
+        *("-map", "0:v", "-map", "[a]", "-c:v", "libx264", "-preset", "ultrafast"),
+        *("-c:a", "libvorbis", path),
+    )
+    return path
+
+
+def lower_rate(output: str) -> int:
+    """Return a rate below the source's that ``output``'s encoder takes."""
+    return 24000 if output == "opus" else 22050
+
+
+CONVERSIONS = {
+    "plain": lambda output: Options(format=output),
+    # Past the pre-roll: the input seek lands a second early and the filters drop it.
+    "trimmed": lambda output: Options(format=output, start=1.3, end=6.1),
+    "trimmed-from-0.4": lambda output: Options(format=output, start=0.4, end=SECONDS - 1),
+    "loudness": lambda output: Options(format=output, loudness=-16),
+    "mono-lower-rate": lambda output: Options(
+        format=output, channels=1, sample_rate=lower_rate(output)
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(CONVERSIONS))
+@pytest.mark.parametrize("output", list(FORMATS))
+def test_a_re_encode_measures_the_peaks_the_separate_pass_finds_in_its_output(
+    loud_then_quiet_video, tmp_path, output, case
+):
+    options = CONVERSIONS[case](output)
+    made = tmp_path / f"made.{output}"
+
+    result = transcode(loud_then_quiet_video, made, options)
+
+    assert not result.stream_copied
+    in_run = result.waveform
+    assert in_run is not None
+    separate = peaks(made, result.duration)
+    assert in_run.points == separate.points == points_for(result.duration)
+    # The pass's length rounds up to a whole bucket (asetnsamples pads the last one).
+    assert in_run.duration == pytest.approx(separate.duration, abs=SECONDS / MIN_POINTS)
+    start = options.start or 0.0
+    assert in_run.duration == pytest.approx((options.end or SECONDS) - start, abs=0.05)
+    shift = 0.0 if FORMATS[output].lossless else LOSSY_SHIFT
+    for ours, theirs in zip(in_run.peaks, separate.peaks, strict=True):
+        assert ours == pytest.approx(theirs, abs=SAME_PEAK, rel=shift)
+    assert_steps_down_at(in_run, SECONDS / 2 - start)
+    assert sorted(path.name for path in tmp_path.iterdir()) == [made.name]
+
+
+def assert_steps_down_at(found: Waveform, seconds: float) -> None:
+    """Check the peaks fall by the tone's 20 dB where ``seconds`` falls, not a bucket away."""
+    step = seconds / found.duration * found.points
+    before, after = found.peaks[math.floor(step) - 1], found.peaks[math.ceil(step) + 1]
+    assert before > 8 * after, found.peaks
+
+
+def test_a_normalised_trim_measures_the_normalised_output_without_its_pre_roll(
+    loud_then_quiet_video, tmp_path
+):
+    made = tmp_path / "made.wav"
+
+    result = transcode(loud_then_quiet_video, made, Options(format="wav", loudness=-16, start=1.3))
+
+    in_run = result.waveform
+    assert in_run is not None
+    # The loudness encode's progress says 0.1 s more than the file holds (loudnorm's
+    # frames), so the pass is told the file's own length here.
+    separate = peaks(made, media.probe_duration(made))
+    assert in_run.points == separate.points == MIN_POINTS
+    for ours, theirs in zip(in_run.peaks, separate.peaks, strict=True):
+        assert ours == pytest.approx(theirs, abs=SAME_PEAK)
+    # Normalised: the loud half well under the source's half scale.
+    assert max(in_run.peaks) < 0.3
+    assert_steps_down_at(in_run, SECONDS / 2 - 1.3)
+
+
+def test_the_branch_stops_at_twice_the_expected_length_and_then_draws_nothing(long_wav, tmp_path):
+    # An input that runs on far longer than it said: the branch planned for 10 s.
+    planned = waveform_module.plan_branch(str(tmp_path), 10.0, 48000)
+    media.run_ffmpeg(
+        *("-loglevel", "error", "-i", long_wav),
+        *("-filter_complex", f"[0:a]asplit=2[out][waveform];[waveform]{planned.graph()}"),
+        *("-map", "[out]", "-f", "null", "-"),
+    )
+
+    listing = Path(planned.listing)
+    buckets = listing.read_text().count("Peak_level=")
+    assert buckets == planned.most_samples // planned.bucket_samples
+    assert buckets * planned.bucket_samples / 48000 == pytest.approx(20, abs=1)
+    assert listing.stat().st_size < 100 * buckets
+    assert planned.waveform(media.probe_duration(long_wav)) is None
+    planned.remove()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_branch_that_measured_too_few_buckets_draws_nothing(tmp_path):
+    planned = waveform_module.plan_branch(str(tmp_path), 10.0, 1000)
+    line = "frame:0 pts:0 pts_time:0\nlavfi.astats.Overall.Peak_level=-6.0\n"
+    listing = Path(planned.listing)
+    listing.write_text(line * (MIN_POINTS + 10))
+    drawn = planned.waveform(10.0)
+    assert drawn is not None
+    assert drawn.points == MIN_POINTS
+    assert set(drawn.peaks) == {0.501}
+
+    listing.write_text(line * (MIN_POINTS - 10))
+    assert planned.waveform(10.0) is None  # fewer buckets than the points wanted
+    planned.remove()
+    assert planned.waveform(10.0) is None  # a listing gone is a branch without peaks
+
+
+def test_the_handler_stores_the_conversions_own_waveform_without_a_pass(
+    converter, storage, jobs, tmp_path, monkeypatch
+):
+    passes = []
+    monkeypatch.setattr("converter.handler.peaks", lambda *args, **kwargs: passes.append(args))
+    source = media.make_video(tmp_path / "clip.mp4", seconds=3)
+    message = queued_job(storage, jobs, source)
+
+    converter.handle(message, delivery())
+
+    job = jobs.get(message["job_id"])
+    assert job["status"] == DONE
+    stored = storage.mp3s.metadata_of(job["mp3_fid"], "waveform")
+    assert stored["points"] == MIN_POINTS == len(stored["peaks"])
+    assert all(peak == pytest.approx(STEREO_SINE_PEAK, abs=0.02) for peak in stored["peaks"][2:-2])
+    assert passes == []
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        pytest.param(copied_to_mp3, id="stream-copy"),
+        pytest.param(
+            lambda tmp_path: media.make_audio(tmp_path / "live.webm", seconds=2, seekable=False),
+            id="unknown-length",
+        ),
+    ],
+)
+def test_the_handler_measures_the_file_where_the_conversion_did_not(
+    converter, storage, jobs, tmp_path, monkeypatch, make
+):
+    passes = []
+
+    def recording_peaks(*args, **kwargs):
+        passes.append(args)
+        return peaks(*args, **kwargs)
+
+    monkeypatch.setattr("converter.handler.peaks", recording_peaks)
+    message = queued_job(storage, jobs, make(tmp_path))
+
+    converter.handle(message, delivery())
+
+    job = jobs.get(message["job_id"])
+    assert job["status"] == DONE
+    stored = storage.mp3s.metadata_of(job["mp3_fid"], "waveform")
+    assert stored["points"] == len(stored["peaks"]) > 0
+    assert len(passes) == 1

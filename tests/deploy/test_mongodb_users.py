@@ -28,12 +28,17 @@ import pymongo.errors
 import pytest
 from bson import ObjectId
 
+from common.accounts import COLLECTION as ACCOUNT_DELETIONS
+from common.accounts import AccountDeletions, erase
+from common.audit import COLLECTION as AUDIT
+from common.audit import AuditLog
 from common.config import _PLACEHOLDER, MongoConfig
 from common.jobs import JobStore
 from common.mongo import utcnow
 from common.storage import Storage
 from devstack import servers
 from gateway.intake import Submission
+from gateway.quotas import OVERRIDES_COLLECTION, QuotaOverrides
 from gateway.resumable import COLLECTION as TUS_COLLECTION
 from gateway.resumable import ResumableUploads
 from notification.ledger import EMAIL, WEBHOOK, DeliveryLedger
@@ -112,7 +117,15 @@ def init_calls(node: str, environ: dict[str, str], existing=NOTHING) -> list[lis
 def test_the_definitions_grant_only_the_pipelines_collections():
     config = MongoConfig()
     collections = {
-        config.videos_db: {"fs.files", "fs.chunks", "jobs", TUS_COLLECTION},
+        config.videos_db: {
+            "fs.files",
+            "fs.chunks",
+            "jobs",
+            TUS_COLLECTION,
+            ACCOUNT_DELETIONS,
+            AUDIT,
+            OVERRIDES_COLLECTION,
+        },
         config.mp3s_db: {"fs.files", "fs.chunks"},
     }
     roles = {role["role"] for role in DEFINITIONS["roles"]}
@@ -373,6 +386,70 @@ def test_each_service_does_its_part_of_a_job(secured, as_service):
     assert not converter_jobs.delete_abandoned("job-1")
 
 
+def test_the_gateway_records_account_deletions_and_the_converter_finishes_them(secured, as_service):
+    gateway, gateway_jobs = as_service("gateway")
+    converter, converter_jobs = as_service("converter")
+    converter_jobs.ensure_indexes()
+    for job_id in ("old-1", "old-2"):
+        upload = gateway.videos.open_upload("talk.mp4", {"owner": "ada@example.com"})
+        upload.write(b"video bytes")
+        gateway_jobs.create(
+            job_id=job_id,
+            owner="ada@example.com",
+            video_fid=upload.finish(),
+            filename="talk.mp4",
+            size=11,
+            options={},
+        )
+    # The gateway records the request, confirms it once auth deleted the user, and
+    # erases what fits in its request: here one job.
+    at_gateway = AccountDeletions(gateway.client, gateway.config)
+    requested_at = at_gateway.request("ada@example.com")
+    at_gateway.confirm("ada@example.com")
+    assert erase("ada@example.com", requested_at, jobs=gateway_jobs, storage=gateway, limit=1) == 1
+
+    # The converter's janitor finishes the rest and marks it done, and drops old records.
+    at_converter = AccountDeletions(converter.client, converter.config)
+    [deletion] = at_converter.confirmed()
+    assert erase("ada@example.com", requested_at, jobs=converter_jobs, storage=converter) == 0
+    at_converter.finish("ada@example.com", deletion["requested_at"])
+    assert at_converter.drop_stale() == 0
+    assert converter_jobs.count_owned_before("ada@example.com", requested_at) == 0
+    assert secured.root[MongoConfig().videos_db]["fs.files"].count_documents({}) == 0
+    record = secured.root[MongoConfig().videos_db][ACCOUNT_DELETIONS].find_one()
+    assert record["state"] == "done"
+
+
+def test_the_gateway_keeps_the_audit_log_and_quota_overrides_and_reads_the_totals(as_service):
+    gateway, gateway_jobs = as_service("gateway")
+    upload = gateway.videos.open_upload("talk.mp4", {"owner": "ada@example.com"})
+    upload.write(b"video bytes")
+    gateway_jobs.create(
+        job_id="job-1",
+        owner="ada@example.com",
+        video_fid=upload.finish(),
+        filename="talk.mp4",
+        size=11,
+        options={},
+    )
+
+    audit = AuditLog(gateway.client, gateway.config)
+    audit.record(actor="root@example.com", action="quotas.set", target="ada@example.com")
+    overrides = QuotaOverrides(gateway.client, gateway.config)
+    overrides.set("ada@example.com", {"stored_bytes": 5, "active_jobs": None})
+
+    entries, total = audit.page(limit=10, offset=0)
+    assert (total, entries[0]["action"]) == (1, "quotas.set")
+    assert overrides.of_owners(["ada@example.com"]) == {"ada@example.com": {"stored_bytes": 5}}
+    assert gateway.videos.bytes_by_owner(["ada@example.com"]) == {"ada@example.com": 11}
+    assert gateway.videos.totals() == (1, 11)
+    assert gateway_jobs.counts_by_owner(["ada@example.com"]) == {"ada@example.com": (1, 1)}
+    assert gateway_jobs.counts_by_status()["queued"] == 1
+    assert gateway_jobs.list_all(status="queued")[1] == 1
+    overrides.forget("ada@example.com")
+    assert overrides.of("ada@example.com") == {}
+
+
 def new_job(storage: Storage, jobs: JobStore) -> None:
     """Create a job, as only the gateway may."""
     jobs.create(job_id="x", owner="x", video_fid=ObjectId(), filename="x", size=1, options={})
@@ -395,6 +472,10 @@ DENIED = {
         "drop the jobs": lambda s, j: s.client[MongoConfig().videos_db]["jobs"].drop(),
         "use another collection": lambda s, j: s.client[MongoConfig().videos_db]["x"].find_one(),
         "read the users": lambda s, j: s.client.admin["system.users"].find_one(),
+        "drop account deletions": lambda s, j: AccountDeletions(s.client, s.config).drop_stale(),
+        "rewrite the audit log": lambda s, j: s.client[MongoConfig().videos_db][AUDIT].delete_many(
+            {}
+        ),
     },
     "converter": {
         "create a job": new_job,
@@ -404,6 +485,9 @@ DENIED = {
         "read an MP3's chunks": lambda s, j: s.mp3s.chunks.find_one(),
         "drop the MP3s": lambda s, j: s.mp3s.files.drop(),
         "read another database": lambda s, j: s.client["admin"]["x"].find_one(),
+        "record an account deletion": lambda s, j: AccountDeletions(s.client, s.config).request(
+            "ada@example.com"
+        ),
     },
     "notification": {
         "read a video": lambda s, j: s.videos.files.find_one(),
@@ -411,6 +495,7 @@ DENIED = {
         "create a job": new_job,
         "delete a job": lambda s, j: j.delete("job-2"),
         "make job indexes": lambda s, j: j.ensure_indexes(),
+        "read account deletions": lambda s, j: AccountDeletions(s.client, s.config).confirmed(),
     },
 }
 

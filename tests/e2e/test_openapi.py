@@ -144,14 +144,96 @@ def test_auth_responses_match_the_document(system, user):
         check(method(f"{base}/validate", timeout=30), 401)
     check(requests.get(f"{base}/.well-known/jwks.json", timeout=30), 200)
     new_user = {"email": f"doc-{token[-8:].lower()}@e2e.test", "password": "long enough pw"}
-    check(requests.post(f"{base}/users", json=new_user, headers=admin, timeout=30), 201)
+    created = check(
+        requests.post(f"{base}/users", json=new_user, headers=admin, timeout=30), 201
+    ).json()
     check(requests.post(f"{base}/users", json=new_user, headers=admin, timeout=30), 409)
     check(requests.post(f"{base}/users", json={"email": "x"}, headers=admin, timeout=30), 400)
     check(requests.post(f"{base}/users", json=new_user, timeout=30), 401)
+    check_accounts(check, base, admin, created["id"], new_user)
     check(requests.get(f"{base}/health", timeout=30), 200)
     check(requests.get(f"{base}/ready", timeout=30), 200)
     check(requests.get(f"{base}/metrics", timeout=30), 200)
     assert check(requests.get(f"{base}/openapi.json", timeout=30), 200).json() == load("auth")
+
+
+def check_accounts(check, base: str, admin: dict, user_id: int, account: dict) -> None:
+    """Check auth's account routes (keys, sessions, admin users) against the document."""
+
+    def session() -> dict[str, str]:
+        login = requests.post(
+            f"{base}/login", auth=(account["email"], account["password"]), timeout=30
+        )
+        return {"Authorization": f"Bearer {login.json()['token']}"}
+
+    mine = session()
+    keys = f"{base}/api-keys"
+    key = check(
+        requests.post(
+            keys, json={"name": "doc", "scopes": ["jobs:read"]}, headers=mine, timeout=30
+        ),
+        201,
+    ).json()
+    by_key = {"Authorization": f"Bearer {key['key']}"}
+    check(requests.get(f"{base}/validate", headers=by_key, timeout=30), 200)
+    check(requests.get(keys, headers=mine, timeout=30), 200)
+    check(requests.get(keys, headers=by_key, timeout=30), 403)
+    check(
+        requests.post(keys, json={"name": "", "scopes": ["jobs:read"]}, headers=mine, timeout=30),
+        400,
+    )
+    check(requests.get(keys, timeout=30), 401)
+    check(requests.delete(f"{keys}/{key['id']}", headers=mine, timeout=30), 204)
+    check(requests.delete(f"{keys}/{key['id']}", headers=mine, timeout=30), 404)
+    users = f"{base}/users"
+    check(requests.get(users, params={"q": "doc-"}, headers=admin, timeout=30), 200)
+    check(requests.get(users, params={"limit": 0}, headers=admin, timeout=30), 400)
+    check(requests.get(users, headers=mine, timeout=30), 403)
+    check(
+        requests.patch(f"{users}/{user_id}", json={"disabled": True}, headers=admin, timeout=30),
+        200,
+    )
+    check(
+        requests.patch(f"{users}/{user_id}", json={"disabled": 1}, headers=admin, timeout=30), 400
+    )
+    check(
+        requests.patch(f"{users}/{user_id}", json={"disabled": False}, headers=admin, timeout=30),
+        200,
+    )
+    check(requests.post(f"{users}/{user_id}/revoke", headers=admin, timeout=30), 204)
+    check(requests.post(f"{users}/0/revoke", headers=admin, timeout=30), 404)
+    check(requests.get(f"{base}/revocations", timeout=30), 200)
+    check(requests.get(f"{base}/revocations", params={"after": "x"}, timeout=30), 400)
+    mine = session()
+    change = {"current_password": account["password"], "new_password": "another long pw"}
+    check(
+        requests.post(
+            f"{base}/password",
+            json={**change, "current_password": "wrong"},
+            headers=mine,
+            timeout=30,
+        ),
+        401,
+    )
+    check(
+        requests.post(
+            f"{base}/password", json={**change, "new_password": "short"}, headers=mine, timeout=30
+        ),
+        400,
+    )
+    renewed = check(requests.post(f"{base}/password", json=change, headers=mine, timeout=30), 200)
+    check(
+        requests.post(
+            f"{base}/logout",
+            headers={"Authorization": f"Bearer {renewed.json()['token']}"},
+            timeout=30,
+        ),
+        204,
+    )
+    check(requests.post(f"{base}/logout", headers=mine, timeout=30), 401)
+    account = {**account, "password": change["new_password"]}
+    check(requests.delete(f"{base}/me", headers=session(), timeout=30), 204)
+    check(requests.delete(f"{users}/{user_id}", headers=admin, timeout=30), 404)
 
 
 @pytest.mark.parametrize("service", ["gateway", "auth"])

@@ -1,4 +1,4 @@
-"""The admin API for dead letters, through the gateway app, on the real broker."""
+"""The admin API for dead letters, through the gateway app, on the real broker and MongoDB."""
 
 from __future__ import annotations
 
@@ -44,10 +44,9 @@ def queues(queue_name) -> dict[str, str]:
     return {name: queue_name(name) for name in ("video", "mp3", "webhook")}
 
 
-def gateway_client(rabbit, queues: dict[str, str]) -> FlaskClient:
+def gateway_client(rabbit, queues: dict[str, str], mongo: MongoConfig) -> FlaskClient:
     config = Config(
-        # Never reached: the admin API needs only the broker.
-        mongo=MongoConfig(uri="mongodb://127.0.0.1:1/", timeout_ms=100),
+        mongo=mongo,  # the audit log
         rabbit=rabbit,
         video_queue=queues["video"],
         mp3_queue=queues["mp3"],
@@ -63,8 +62,8 @@ def gateway_client(rabbit, queues: dict[str, str]) -> FlaskClient:
 
 
 @pytest.fixture
-def client(rabbitmq_config, queues) -> FlaskClient:
-    return gateway_client(rabbitmq_config, queues)
+def client(rabbitmq_config, queues, mongo_config) -> FlaskClient:
+    return gateway_client(rabbitmq_config, queues, mongo_config)
 
 
 def conforms(openapi: OpenAPI, response: TestResponse, sent: EnvironBuilder) -> None:
@@ -141,6 +140,14 @@ def test_an_admin_replays_chosen_dead_letters_to_their_work_queue(rabbitmq_confi
     assert everything.json["count"] == 2
     wait_until(lambda: queue_depth(rabbitmq_config, queues["mp3"]) == 2)
     assert queue_depth(rabbitmq_config, dead_letter_queue(queues["mp3"])) == 0
+    audit = call("GET", "/admin/audit").json["entries"]
+    assert [(e["actor"], e["action"], e["target"]) for e in audit] == [
+        ("root@x.test", "dead_letters.replay", "mp3"),
+        ("root@x.test", "dead_letters.replay", "mp3"),
+    ]
+    assert audit[1]["details"]["message_ids"] == chosen
+    assert audit[1]["details"]["not_found"] == ["nope"]
+    assert (audit[0]["details"]["all"], audit[0]["details"]["count"]) == (True, 2)
 
 
 def test_an_admin_discards_chosen_or_all_dead_letters_with_confirmation(
@@ -170,6 +177,12 @@ def test_an_admin_discards_chosen_or_all_dead_letters_with_confirmation(
     assert confirmed.json["count"] == 2
     wait_until(lambda: queue_depth(rabbitmq_config, dead_queue) == 0)
     assert queue_depth(rabbitmq_config, queues["webhook"]) == 0
+    # Refused requests changed nothing and are not in the log.
+    audit = call("GET", "/admin/audit").json["entries"]
+    assert [(e["action"], e["target"], e["details"]["count"]) for e in audit] == [
+        ("dead_letters.discard", "webhook", 2),
+        ("dead_letters.discard", "webhook", 1),
+    ]
 
 
 @pytest.mark.parametrize(
@@ -191,7 +204,7 @@ def test_only_admins_may_touch_dead_letters(rabbitmq_config, queues, call, metho
     someone = bearer(sub="someone@x.test")
     refused = call(method, path, headers=someone, json={"all": True, "confirm": "video"})
     assert refused.status_code == 403
-    assert refused.json == {"error": "forbidden", "message": "Only admins may handle dead letters."}
+    assert refused.json == {"error": "forbidden", "message": "Only admins may use the admin API."}
     assert queue_depth(rabbitmq_config, dead_letter_queue(queues["video"])) == 1
     assert queue_depth(rabbitmq_config, queues["video"]) == 0
 
@@ -232,9 +245,9 @@ def test_bad_requests_are_refused_with_a_reason(client, method, path, body, code
     assert response.json["message"]
 
 
-def test_a_broker_outage_is_a_503(queues, rabbitmq_config, openapi):
+def test_a_broker_outage_is_a_503(queues, rabbitmq_config, mongo_config, openapi):
     down = dataclasses.replace(rabbitmq_config, url="amqp://guest:guest@127.0.0.1:1/%2F")
-    client = gateway_client(down, queues)
+    client = gateway_client(down, queues, mongo_config)
 
     for method, path in (
         ("GET", "/admin/dead-letters"),

@@ -18,6 +18,8 @@ IMMUTABLE = "public, max-age=31536000, immutable"
 # Every way a module can name another, pinned or not: static and dynamic imports, re-exports.
 IMPORT_SPECIFIER = re.compile(r"""\b(?:from|import)\s*\(?\s*["'`]([^"'`]+)["'`]""")
 ASSET_URL = re.compile(r'(?:src|href)="(/assets/[\w.-]+\?v=[0-9a-f]{16})"')
+# Each page and the module it starts with: the main page and the admin console.
+PAGES = {"/": "app.js", "/admin": "admin.js"}
 
 
 @pytest.fixture
@@ -39,9 +41,9 @@ def client() -> Iterator[FlaskClient]:
         yield client
 
 
-def page_urls(client: FlaskClient) -> dict[str, str]:
+def page_urls(client: FlaskClient, page: str = "/") -> dict[str, str]:
     """Return the versioned URL the page names for each asset, by file name."""
-    html = client.get("/").text
+    html = client.get(page).text
     urls = {}
     for url in ASSET_URL.findall(html):
         urls.setdefault(url.split("/")[-1].split("?")[0], url)
@@ -56,15 +58,15 @@ def imported_urls(client: FlaskClient, module_url: str) -> list[str]:
     return [f"/assets/{specifier[2:]}" for specifier in specifiers]
 
 
-def test_every_module_is_preloaded_and_imported_by_its_current_version(client):
-    urls = page_urls(client)
-    modules = {path.name for path in web.STATIC_DIR.glob("*.js")}
-    assert "app.js" in modules
-    assert modules <= set(urls), "a module the page neither loads nor preloads"
+@pytest.mark.parametrize(("page", "entry"), PAGES.items())
+def test_every_module_is_preloaded_and_imported_by_its_current_version(client, page, entry):
+    urls = page_urls(client, page)
+    modules = {path.name for path in web.STATIC_DIR.glob("*.js")} & set(urls)
+    assert entry in modules
 
-    html = client.get("/").text
+    html = client.get(page).text
     preloaded = re.findall(r'<link rel="modulepreload" href="([^"]+)">', html)
-    assert sorted(preloaded) == sorted(urls[name] for name in modules - {"app.js"})
+    assert sorted(preloaded) == sorted(urls[name] for name in modules - {entry})
 
     for name in modules:
         response = client.get(urls[name])
@@ -74,6 +76,24 @@ def test_every_module_is_preloaded_and_imported_by_its_current_version(client):
         for url in imported_urls(client, urls[name]):
             # The same URL everywhere: one version of each module, and one instance of it.
             assert url in urls.values(), f"{name} imports {url}"
+
+
+def test_every_module_belongs_to_a_page(client):
+    modules = {path.name for path in web.STATIC_DIR.glob("*.js")}
+    loaded = {name for page in PAGES for name in page_urls(client, page)}
+    assert modules <= loaded, "a module no page loads or preloads"
+
+
+def test_the_admin_console_is_a_page_under_the_same_policy(client):
+    main, console = client.get("/"), client.get("/admin")
+
+    assert console.status_code == 200
+    assert console.mimetype == "text/html"
+    assert "<script>" not in console.text
+    assert " style=" not in console.text
+    for header in web.SECURITY_HEADERS:
+        assert console.headers[header] == main.headers[header]
+    assert console.headers["Cache-Control"] == "no-cache"
 
 
 def test_a_changed_module_changes_the_version_of_every_module_above_it(client, static_dir):

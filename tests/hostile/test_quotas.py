@@ -56,6 +56,9 @@ def test_me_reports_real_usage_against_the_default_quotas(system, clip):
     assert account(system, user) == {
         "email": user.email,
         "admin": False,
+        "auth": "session",
+        "scopes": None,
+        "key_id": None,
         "usage": {"stored_bytes": 0, "active_jobs": 0, "uploads_last_minute": 0},
         "quotas": QUOTAS.as_dict(),
     }

@@ -25,7 +25,7 @@ from video2mp3.cli.errors import (
 from video2mp3.cli.output import fail
 from video2mp3.cli.parser import PROG, build_parser
 from video2mp3.client import AuthenticationError, ClientError
-from video2mp3.config import ConfigError
+from video2mp3.config import API_KEY_ENV, ConfigError
 from video2mp3.multipart import FileChanged
 
 __all__ = ["main"]
@@ -48,7 +48,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ClientError as exc:
         message = describe(exc)
         if isinstance(exc, AuthenticationError) and args.command != "login":
-            message += f"; log in again with '{PROG} login'"
+            if os.environ.get(API_KEY_ENV, "").strip():
+                message += f"; check the API key in ${API_KEY_ENV}"
+            else:
+                message += f"; log in again with '{PROG} login'"
         fail(message)
         return exit_code(exc)
     except (ConfigError, FileChanged) as exc:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import getpass
 import os
 import re
@@ -23,7 +24,9 @@ from video2mp3.cli.errors import (
 )
 from video2mp3.cli.output import (
     JOB_COLUMNS,
+    KEY_COLUMNS,
     TRACK_COLUMNS,
+    account_lines,
     fail,
     format_fields,
     format_local_time,
@@ -31,18 +34,37 @@ from video2mp3.cli.output import (
     job_lines,
     job_rows,
     job_tracks,
+    key_rows,
     loudness_text,
     note,
     say,
     track_rows,
     usage_lines,
 )
-from video2mp3.cli.parser import MAX_PAGE_SIZE, OPTION_FIELDS, PROG
-from video2mp3.cli.transfers import Resumable, save_download, save_zip, upload, wait_for_job
-from video2mp3.client import MAX_ZIP_JOBS, ApiError, AuthenticationError, Client
+from video2mp3.cli.parser import MAX_PAGE_SIZE, OPTION_FIELDS, PROG, SCOPES
+from video2mp3.cli.transfers import (
+    Resumable,
+    save_download,
+    save_export,
+    save_zip,
+    upload,
+    wait_for_job,
+)
+from video2mp3.client import (
+    MAX_ZIP_JOBS,
+    ApiError,
+    AuthenticationError,
+    Client,
+    ClientError,
+    InsufficientScope,
+    Login,
+)
 from video2mp3.config import (
+    API_KEY_ENV,
+    API_KEY_PATTERN,
     ConfigError,
     Credentials,
+    api_key_from_env,
     forget_credentials,
     load_credentials,
     resolve_server,
@@ -54,33 +76,77 @@ from video2mp3.pending import UPLOADS_DIR, PendingUploads
 from video2mp3.progress import human_duration
 
 _JOB_ID = re.compile(r"[0-9a-f]{32}")
+# Refusals of the caller, not of one file or job: they end the command.
+REFUSED_CALLER = (AuthenticationError, InsufficientScope)
 
 
 # --- login and logout ---------------------------------------------------------
 
 
 def run_login(args: argparse.Namespace) -> int:
-    """Log in with an email and password and store the token."""
+    """Log in with an email and password (or an API key) and store the token."""
     try:
         stored = load_credentials()
     except ConfigError:
         stored = None  # a damaged file is replaced by this login
     server = resolve_server(args.server, stored)
+    if args.api_key:
+        return _log_in_with_key(args, server)
     email = (args.email or _ask("Email: ")).strip()
     if not email:
         raise CommandError("an email is needed to log in (--email)", EXIT_USAGE)
     password = _read_password(from_stdin=args.password_stdin)
     with Client(server) as client:
         login = client.login(email, password)
-    credentials = Credentials(
-        server=server, email=email, token=login.token, expires_at=time.time() + login.expires_in
-    )
-    save_credentials(credentials)
+    _store_session(server, email, login)
     say(
         f"Logged in to {server} as {email}. The token expires at "
-        f"{format_local_time(credentials.expires_at)} (in {human_duration(login.expires_in)})."
+        f"{format_local_time(time.time() + login.expires_in)} "
+        f"(in {human_duration(login.expires_in)})."
     )
+    _warn_if_env_key()
     return EXIT_OK
+
+
+def _store_session(server: str, email: str, login: Login) -> None:
+    save_credentials(
+        Credentials(
+            server=server,
+            email=email,
+            token=login.token,
+            expires_at=time.time() + login.expires_in,
+        )
+    )
+
+
+def _log_in_with_key(args: argparse.Namespace, server: str) -> int:
+    """Check an API key with the server (GET /me) and store it, with no expiry."""
+    if args.email:
+        raise CommandError("--email goes with a password, not --api-key", EXIT_USAGE)
+    key = _read_password(from_stdin=args.password_stdin, prompt="API key: ", what="API key")
+    key = key.strip()
+    match = API_KEY_PATTERN.fullmatch(key)
+    if not match:
+        raise CommandError("that is not an API key: one reads v2m_<id>_<secret>", EXIT_USAGE)
+    with Client(server, key) as client:
+        try:
+            email = str(client.me().get("email") or "")
+        except InsufficientScope:
+            # Known to the server (or it would be a 401), but without jobs:read.
+            email = ""
+    save_credentials(Credentials(server=server, email=email, token=key, expires_at=None))
+    whose = f" of {email}" if email else " (without jobs:read, so not its account)"
+    say(
+        f"Logged in to {server} with the API key {match.group(1)}{whose}. "
+        "It works until it expires or is revoked."
+    )
+    _warn_if_env_key()
+    return EXIT_OK
+
+
+def _warn_if_env_key() -> None:
+    if api_key_from_env() is not None:
+        note(f"note: ${API_KEY_ENV} is set, and commands use it instead of this login")
 
 
 def _ask(prompt: str) -> str:
@@ -92,33 +158,54 @@ def _ask(prompt: str) -> str:
     return line
 
 
-def _read_password(*, from_stdin: bool) -> str:
+def _read_password(*, from_stdin: bool, prompt: str = "Password: ", what: str = "password") -> str:
+    """Read a secret from the next line of stdin, or ask for it without echo."""
     if from_stdin:
         line = sys.stdin.readline()
         password = line[:-1] if line.endswith("\n") else line
         password = password.removesuffix("\r")
     else:
         try:
-            password = getpass.getpass("Password: ", stream=sys.stderr)
+            password = getpass.getpass(prompt, stream=sys.stderr)
         except EOFError:
             password = ""  # nosec B105
     if not password:
-        raise CommandError("no password given", EXIT_USAGE)
+        raise CommandError(f"no {what} given", EXIT_USAGE)
     return password
 
 
 def run_logout(args: argparse.Namespace) -> int:
-    """Forget the stored token."""
+    """End the session on the server (best effort) and forget the stored token."""
     try:
         stored = load_credentials()
     except ConfigError:
         stored = None
+    if stored and not stored.is_api_key and not stored.expired():
+        _end_session(stored)
     if forget_credentials():
         where = f" of {stored.server}" if stored else ""
         say(f"Logged out{where}.")
+        if stored and stored.is_api_key:
+            note(f"The API key still works until revoked: {PROG} keys revoke {stored.key_id}")
     else:
         say("You were not logged in.")
+    if api_key_from_env() is not None:
+        note(f"note: ${API_KEY_ENV} is still set, and commands go on using it")
     return EXIT_OK
+
+
+def _end_session(stored: Credentials) -> None:
+    """Ask the server to end the stored session's token; say so if it could not."""
+    try:
+        with Client(stored.server, stored.token) as client:
+            client.logout()
+    except AuthenticationError:
+        pass  # already ended or refused: nothing is left to end
+    except ClientError as exc:
+        note(
+            f"note: the server did not end the session ({describe(exc)}); "
+            f"its token stops working at {format_local_time(stored.expires_at)}"
+        )
 
 
 def _client(args: argparse.Namespace) -> Client:
@@ -132,11 +219,22 @@ def _client(args: argparse.Namespace) -> Client:
 
 
 def _credentials(args: argparse.Namespace) -> Credentials:
-    """Return the stored login, if it is for the chosen server and still good.
+    """Return the API key in the environment, else the stored login if it is for the
+    chosen server and still good.
 
     Raises:
         CommandError: not logged in to that server, or the login expired (exit 3).
+        ConfigError: the environment's API key is malformed.
     """
+    key = api_key_from_env()
+    if key is not None:
+        try:
+            stored = load_credentials()
+        except ConfigError:
+            stored = None  # the key is all that is needed; the file only names a server
+        return Credentials(
+            server=resolve_server(args.server, stored), email="", token=key, expires_at=None
+        )
     stored = load_credentials()
     server = resolve_server(args.server, stored)
     if stored is None:
@@ -176,7 +274,9 @@ def run_convert(args: argparse.Namespace) -> int:
     }
     stored = _credentials(args)
     resumable = Resumable(
-        PendingUploads(state_dir() / UPLOADS_DIR), user=stored.email, threshold=tus_threshold()
+        PendingUploads(state_dir() / UPLOADS_DIR),
+        user=stored.email or f"api-key:{stored.key_id}",
+        threshold=tus_threshold(),
     )
     failures = 0
     accepted: list[tuple[str, str]] = []  # (what the user named, job id)
@@ -195,7 +295,7 @@ def run_convert(args: argparse.Namespace) -> int:
                             resumable=resumable,
                         )
                 except ApiError as exc:
-                    if isinstance(exc, AuthenticationError) or exc.code == "invalid_option":
+                    if isinstance(exc, REFUSED_CALLER) or exc.code == "invalid_option":
                         raise  # the same for every file
                     fail(f"{path}: {describe(exc)}")
                     failures += 1
@@ -248,7 +348,7 @@ def _finish(client: Client, name: str, job_id: str, directory: Path) -> bool:
     try:
         job = wait_for_job(client, job_id, label=name)
     except ApiError as exc:
-        if isinstance(exc, AuthenticationError):
+        if isinstance(exc, REFUSED_CALLER):
             raise
         fail(f"{name}: {describe(exc)}")
         return False
@@ -403,7 +503,7 @@ def run_delete(args: argparse.Namespace) -> int:
             try:
                 client.delete_job(job_id)
             except ApiError as exc:
-                if isinstance(exc, AuthenticationError):
+                if isinstance(exc, REFUSED_CALLER):
                     raise
                 fail(f"{job_id}: {describe(exc)}")
                 failures += 1
@@ -420,6 +520,117 @@ def run_usage(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# --- the account: me, password, export, delete-account, keys -------------------
+
+
+def run_me(args: argparse.Namespace) -> int:
+    """Print who the caller is, how they are logged in, their usage and quotas."""
+    with _client(args) as client:
+        account = client.me()
+    say(format_fields(account_lines(account)))
+    return EXIT_OK
+
+
+def run_password(args: argparse.Namespace) -> int:
+    """Change the password and store the new token the server answers."""
+    stored = _credentials(args)
+    current = _read_password(
+        from_stdin=args.password_stdin, prompt="Current password: ", what="current password"
+    )
+    chosen = _read_password(
+        from_stdin=args.password_stdin, prompt="New password: ", what="new password"
+    )
+    if not args.password_stdin:
+        again = _read_password(
+            from_stdin=False, prompt="New password again: ", what="repeated password"
+        )
+        if again != chosen:
+            raise CommandError("the new passwords differ; nothing changed", EXIT_USAGE)
+    with Client(stored.server, stored.token) as client:
+        try:
+            login = client.change_password(current, chosen)
+        except AuthenticationError as exc:
+            if exc.code == "invalid_credentials":
+                raise CommandError(
+                    "the current password is wrong; nothing changed", EXIT_AUTH
+                ) from None
+            raise
+    _store_session(stored.server, stored.email, login)
+    say(
+        "Password changed. Other sessions end within 30 seconds; this one goes on with a "
+        f"new token until {format_local_time(time.time() + login.expires_in)}."
+    )
+    return EXIT_OK
+
+
+def run_export(args: argparse.Namespace) -> int:
+    """Save the account's export (account and every job) as a JSON file."""
+    with _client(args) as client:
+        saved = save_export(client, args.output)
+    say(f"saved {saved}")
+    return EXIT_OK
+
+
+def run_delete_account(args: argparse.Namespace) -> int:
+    """Delete the account, its keys, jobs and files once the user typed their email."""
+    stored = _credentials(args)
+    confirm = args.confirm
+    if confirm is None:
+        who = f" ({stored.email})" if stored.email else ""
+        note("This deletes your account, its API keys and every job with its files, for good.")
+        confirm = _ask(f"Type your email{who} to confirm: ")
+    confirm = confirm.strip()
+    if not confirm:
+        raise CommandError("not confirmed: nothing was deleted", EXIT_USAGE)
+    with Client(stored.server, stored.token) as client:
+        try:
+            answer = client.delete_account(confirm)
+        except ApiError as exc:
+            if exc.code == "confirmation_required":
+                raise CommandError(
+                    f"{confirm!r} is not the email of this account; nothing was deleted",
+                    EXIT_USAGE,
+                ) from None
+            raise
+    # The login died with the account (only a session may delete one, never a key).
+    with contextlib.suppress(ConfigError):
+        forget_credentials()
+    remaining = int(answer.get("remaining_jobs") or 0)
+    if answer.get("status") == "deleting" and remaining:
+        jobs = "its last job goes" if remaining == 1 else f"its last {remaining} jobs go"
+        say(f"Account deleted; {jobs} within minutes.")
+    else:
+        say("Account deleted, with all its jobs and files.")
+    return EXIT_OK
+
+
+def run_keys(args: argparse.Namespace) -> int:
+    """List, create or revoke the caller's API keys."""
+    with _client(args) as client:
+        if args.keys_command == "list":
+            keys = client.api_keys()
+            if not keys:
+                note(f"No API keys. Create one with: {PROG} keys create NAME")
+            else:
+                say(format_table(KEY_COLUMNS, key_rows(keys)))
+        elif args.keys_command == "create":
+            created = client.create_api_key(
+                args.name, args.scopes or list(SCOPES), args.expires_in_days
+            )
+            expires = created.get("expires_at")
+            note(
+                f"Created the key {created['id']} ({', '.join(created.get('scopes') or [])}; "
+                f"expires {format_local_time(expires) if expires else 'never'}). "
+                "This is the only time it is shown: store it now."
+            )
+            say(str(created["key"]))
+        else:
+            key_id = args.key_id.strip().removeprefix("v2m_")
+            client.revoke_api_key(key_id)
+            say(f"Revoked the key {key_id}: it stops working within 30 seconds.")
+    return EXIT_OK
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "login": run_login,
     "logout": run_logout,
@@ -429,4 +640,9 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "download": run_download,
     "delete": run_delete,
     "usage": run_usage,
+    "me": run_me,
+    "password": run_password,
+    "export": run_export,
+    "delete-account": run_delete_account,
+    "keys": run_keys,
 }

@@ -4,7 +4,8 @@
 0     success
 1     the server refused the request, a job failed, or a file could not be written
 2     usage: bad arguments, a missing input file, or an output option the server refused
-3     not logged in, login expired, or credentials/token refused
+3     not logged in, login expired, credentials/token refused, or an API key not allowed to
+      do this
 4     the server cannot be reached (refused, unknown host, timeout, connection lost)
 130   interrupted (Ctrl-C); jobs already uploaded keep converting on the server
 ====  ==================================================================
@@ -12,12 +13,13 @@
 
 from __future__ import annotations
 
-from video2mp3.cli.parser import option_flag
+from video2mp3.cli.parser import PROG, option_flag
 from video2mp3.client import (
     ApiError,
     AuthenticationError,
     ClientError,
     ConnectionFailed,
+    InsufficientScope,
     InvalidServer,
 )
 
@@ -39,7 +41,7 @@ class CommandError(Exception):
 
 def exit_code(exc: ClientError) -> int:
     """Return the exit status for a client error."""
-    if isinstance(exc, AuthenticationError):
+    if isinstance(exc, (AuthenticationError, InsufficientScope)):
         return EXIT_AUTH
     if isinstance(exc, ApiError):
         return EXIT_USAGE if exc.code == "invalid_option" else EXIT_FAILED
@@ -54,6 +56,16 @@ def describe(exc: ClientError) -> str:
     """Return the one-line message for a client error, naming the option the server refused."""
     if not isinstance(exc, ApiError):
         return str(exc)
+    if isinstance(exc, InsufficientScope):
+        if exc.required == "session":
+            return (
+                "an API key cannot do this; log in with your email and password "
+                f"('{PROG} login') to do it"
+            )
+        return (
+            f"the API key lacks the {exc.required} scope this needs; use a key created "
+            f"with --scope {exc.required}, or log in with your password"
+        )
     message = exc.message.rstrip()
     if exc.field:
         message += f" ({option_flag(exc.field)})"

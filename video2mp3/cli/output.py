@@ -13,6 +13,7 @@ from video2mp3.progress import human_size
 
 JOB_COLUMNS = ("JOB ID", "STATUS", "PROGRESS", "CREATED", "MP3 FID", "FILE")
 TRACK_COLUMNS = ("#", "TITLE", "START", "LENGTH", "SIZE", "FILE")
+KEY_COLUMNS = ("ID", "NAME", "SCOPES", "CREATED", "EXPIRES", "LAST USED")
 
 
 def say(text: str) -> None:
@@ -151,6 +152,32 @@ def usage_lines(account: dict[str, Any]) -> list[tuple[str, str]]:
         ("storage", _against(stored, storage_quota, human_size)),
         ("active jobs", _against(active, jobs_quota, str)),
         ("uploads", f"{uploads} in the last minute ({rate})"),
+    ]
+
+
+def account_lines(account: dict[str, Any]) -> list[tuple[str, str]]:
+    """Return ``(name, text)`` lines for ``GET /me``: who, how logged in, usage and quotas."""
+    if account.get("auth") == "api_key":
+        scopes = ", ".join(account.get("scopes") or []) or "none"
+        how = f"API key {account.get('key_id') or '-'} (scopes: {scopes})"
+    else:
+        how = "session (email and password)"
+    lines = usage_lines(account)
+    return [lines[0], ("logged in with", how), *lines[1:]]
+
+
+def key_rows(keys: Iterable[dict[str, Any]]) -> list[tuple[str, ...]]:
+    """Return one row of ``KEY_COLUMNS`` per API key from ``GET /api-keys``."""
+    return [
+        (
+            str(key.get("id") or "-"),
+            str(key.get("name") or "-"),
+            ",".join(key.get("scopes") or []) or "-",
+            format_local_time(key.get("created_at")),
+            format_local_time(key.get("expires_at")) if key.get("expires_at") else "never",
+            format_local_time(key.get("last_used_at")) if key.get("last_used_at") else "never",
+        )
+        for key in keys
     ]
 
 

@@ -32,6 +32,9 @@ MAX_PAGE_SIZE = 100
 FORMATS = ("mp3", "m4a", "opus", "flac", "wav")
 # The server's cover choices (common.options.COVERS).
 COVERS = ("frame", "none")
+# What an API key may be allowed to do (the server's scopes).
+SCOPES = ("jobs:read", "jobs:write")
+MAX_KEY_DAYS = 3650
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -61,12 +64,22 @@ def build_parser() -> argparse.ArgumentParser:
     login = command("login", "Log in and store the token in your config directory.")
     login.add_argument("--email", help="your email (asked for when not given)")
     login.add_argument(
+        "--api-key",
+        action="store_true",
+        help="log in with an API key (v2m_..., from 'keys create' or the web page) instead "
+        "of an email and password; checked with the server, then stored with no expiry",
+    )
+    login.add_argument(
         "--password-stdin",
         action="store_true",
-        help="read the password from the first line of stdin instead of asking for it",
+        help="read the password (or with --api-key the key) from the first line of stdin "
+        "instead of asking for it",
+    )
+    login.epilog = (
+        "An API key in $VIDEO2MP3_API_KEY is used instead of the stored login by every command."
     )
 
-    command("logout", "Forget the stored token.")
+    command("logout", "End the session on the server and forget the stored token.")
 
     convert = command("convert", "Upload videos to convert them to MP3.")
     convert.epilog = (
@@ -188,12 +201,82 @@ def build_parser() -> argparse.ArgumentParser:
     delete.add_argument("job_ids", nargs="+", metavar="JOB_ID")
 
     command("usage", "Show what you store and run, and your quotas.")
+
+    command("me", "Show your account: email, how you are logged in, usage and quotas.")
+
+    password = command("password", "Change your password; other sessions end within 30 seconds.")
+    password.add_argument(
+        "--password-stdin",
+        action="store_true",
+        help="read the current password from the first line of stdin and the new one "
+        "from the second, instead of asking for them",
+    )
+
+    export = command("export", "Save everything your account holds (account and jobs) as JSON.")
+    export.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        metavar="FILE",
+        help="write to FILE, or into FILE if it is a directory (default: the server's "
+        "name for it, video2mp3-export-<date>.json, here; never overwritten)",
+    )
+
+    delete_account = command(
+        "delete-account", "Delete your account with its API keys, jobs and files, for good."
+    )
+    delete_account.add_argument(
+        "--confirm",
+        metavar="EMAIL",
+        help="your email, to confirm without being asked to type it",
+    )
+
+    keys = command("keys", "List, create and revoke API keys for scripts.")
+    key_commands = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
+    key_commands.add_parser(
+        "list", parents=[server], help="list your API keys", description="List your API keys."
+    )
+    create = key_commands.add_parser(
+        "create",
+        parents=[server],
+        help="create an API key and print it (shown only once)",
+        description="Create an API key and print it on stdout: the only time it is shown.",
+    )
+    create.add_argument("name", metavar="NAME", help="what the key is for, 1-100 characters")
+    create.add_argument(
+        "--scope",
+        dest="scopes",
+        action="append",
+        choices=SCOPES,
+        help="what the key may do: jobs:read (list, status, download, export) and/or "
+        "jobs:write (convert, delete); repeat for both (default: both)",
+    )
+    create.add_argument(
+        "--expires-in-days",
+        type=_key_days,
+        metavar="N",
+        help=f"the key stops working after N days (1-{MAX_KEY_DAYS}; default: never)",
+    )
+    revoke = key_commands.add_parser(
+        "revoke",
+        parents=[server],
+        help="revoke an API key",
+        description="Revoke an API key: it stops working within 30 seconds.",
+    )
+    revoke.add_argument("key_id", metavar="ID", help="the key's id (or its v2m_<id> prefix)")
     return parser
 
 
 def option_flag(field: str) -> str:
     """Return the flag for a conversion option the server names, or the name itself."""
     return f"--{field.replace('_', '-')}" if field in OPTION_FIELDS else field
+
+
+def _key_days(text: str) -> int:
+    value = _non_negative(text)
+    if not 1 <= value <= MAX_KEY_DAYS:
+        raise argparse.ArgumentTypeError(f"must be from 1 to {MAX_KEY_DAYS}, got {value}")
+    return value
 
 
 def _page_size(text: str) -> int:

@@ -203,6 +203,27 @@ def save_download(client: Client, fid: str, directory: Path, *, name: str | None
     return target
 
 
+def save_export(client: Client, output: Path | None) -> Path:
+    """Download the account's export to ``output`` (a file, or a directory to put it in;
+    default here) and return the path.
+
+    In a directory it takes the server's name and never overwrites a file ("name (1).json"
+    and so on); a file named by ``output`` is replaced, once the download is complete.
+
+    Raises:
+        CommandError: the directory or the file cannot be written (exit 1).
+    """
+    into_directory = output is None or output.is_dir()
+    directory = (output or Path()) if into_directory else output.parent
+    _make_directory(directory)
+    with client.export() as download:
+        target = _unused_path(directory / download.filename) if into_directory else output
+        bar = _receive(download, target)
+    _publish(_partial_path(target), target)
+    bar.finish(bar.summary())
+    return target
+
+
 def save_zip(
     client: Client, job_ids: Sequence[str], directory: Path, *, unpack: bool = True
 ) -> list[Path]:
