@@ -100,27 +100,28 @@ $(OIDC_PROVIDER)/node_modules/.installed: $(OIDC_PROVIDER)/package.json $(OIDC_P
 	npm ci --prefix $(OIDC_PROVIDER) --no-audit --no-fund --loglevel=error
 	@touch $@
 
-# The fault scenarios (tests/faults: minutes of real outages waited out on the shipped
-# retry schedules, mostly idle) run in two more pytest processes beside the rest, each with
-# stacks of its own: the crash scenarios (test_crashes.py, about 5 minutes) and the others
-# (about 7). The run fails if any fails, and the faults' output follows the rest's. With
-# PYTEST_ARGS (a file, -k ...), one plain pytest run.
-FAULT_TESTS := tests/faults
-FAULT_CRASHES := tests/faults/test_crashes.py
-test: venv-dev tools deploy-tools $(OIDC_PROVIDER)/node_modules/.installed ## run the whole test suite against real local servers
+# The suite runs as four pytest processes at once, each with stacks of its own: the
+# end-to-end tests (tests/e2e: the four services as processes, Chromium; much of their time
+# is spent waiting out the shipped revocation and cache intervals), the fault scenarios in
+# two shards (tests/faults: minutes of real outages waited out on the shipped retry
+# schedules, mostly idle: the crash scenarios, and the others), and the rest in front. The
+# run fails if any fails; the shards' output follows the rest's. With PYTEST_ARGS (a file,
+# -k ...), one plain pytest run.
+TEST_SHARDS := tests/e2e|tests/faults/test_crashes.py|tests/faults --ignore=tests/faults/test_crashes.py
+test: venv-dev tools deploy-tools ## run the whole test suite against real local servers
 ifeq ($(strip $(PYTEST_ARGS)),)
-	@crashes_log=$$(mktemp); others_log=$$(mktemp); \
-	$(PY) -m pytest -p no:cacheprovider $(FAULT_CRASHES) >"$$crashes_log" 2>&1 & crashes=$$!; \
-	$(PY) -m pytest -p no:cacheprovider $(FAULT_TESTS) --ignore=$(FAULT_CRASHES) \
-	  >"$$others_log" 2>&1 & others=$$!; \
-	trap 'kill $$crashes $$others 2>/dev/null' INT TERM; \
-	$(PY) -m pytest --ignore=$(FAULT_TESTS); rest=$$?; \
-	wait $$crashes; crashes_rc=$$?; wait $$others; others_rc=$$?; \
-	echo "=== $(FAULT_CRASHES), run beside the rest (exit $$crashes_rc) ==="; \
-	cat "$$crashes_log"; \
-	echo "=== the other $(FAULT_TESTS), run beside the rest (exit $$others_rc) ==="; \
-	cat "$$others_log"; rm -f "$$crashes_log" "$$others_log"; \
-	test $$rest -eq 0 && test $$crashes_rc -eq 0 && test $$others_rc -eq 0
+	@logs=$$(mktemp -d); IFS='|' read -r -a shards <<< "$(TEST_SHARDS)"; pids=(); \
+	for i in "$${!shards[@]}"; do \
+	  $(PY) -m pytest -p no:cacheprovider $${shards[$$i]} >"$$logs/$$i" 2>&1 & pids+=($$!); \
+	done; \
+	trap 'kill $${pids[*]} 2>/dev/null' INT TERM; \
+	$(PY) -m pytest --ignore=tests/e2e --ignore=tests/faults; rc=$$?; \
+	for i in "$${!shards[@]}"; do \
+	  wait $${pids[$$i]}; shard_rc=$$?; \
+	  echo "=== $${shards[$$i]}, run beside the rest (exit $$shard_rc) ==="; \
+	  cat "$$logs/$$i"; test $$shard_rc -eq 0 || rc=1; \
+	done; \
+	rm -rf "$$logs"; exit $$rc
 else
 	$(PY) -m pytest $(PYTEST_ARGS)
 endif
