@@ -108,7 +108,7 @@ $(OIDC_PROVIDER)/node_modules/.installed: $(OIDC_PROVIDER)/package.json $(OIDC_P
 # run fails if any fails; the shards' output follows the rest's. With PYTEST_ARGS (a file,
 # -k ...), one plain pytest run.
 TEST_SHARDS := tests/e2e|tests/faults/test_crashes.py|tests/faults --ignore=tests/faults/test_crashes.py
-test: venv-dev tools deploy-tools ## run the whole test suite against real local servers
+test: venv-dev tools deploy-tools $(OIDC_PROVIDER)/node_modules/.installed ## run the whole test suite against real local servers
 ifeq ($(strip $(PYTEST_ARGS)),)
 	@logs=$$(mktemp -d); IFS='|' read -r -a shards <<< "$(TEST_SHARDS)"; pids=(); \
 	for i in "$${!shards[@]}"; do \

@@ -17,7 +17,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import requests
@@ -235,23 +234,29 @@ def test_an_upload_the_server_no_longer_has_starts_over(big_system, user, song, 
     command = Command(tmp_path, user, f"http://127.0.0.1:{proxy.port}")
     size = song.stat().st_size
     proxy.cut_after(size // 2, refuse=True)
-    # The user gives up on the dead line with Ctrl-C while the command waits to retry.
-    interrupted = subprocess.Popen(
-        command.argv(str(song)),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=command.env,
-        cwd=command.cwd,
-    )
-    try:
-        wait_until(lambda: proxy.refusing, timeout=60)
-        time.sleep(0.3)
-        interrupted.send_signal(signal.SIGINT)
-        _, stderr = interrupted.communicate(timeout=30)
-    finally:
-        if interrupted.poll() is None:
-            interrupted.kill()
+    # The user gives up on the dead line with Ctrl-C while the command waits to retry: as
+    # soon as it says so (its first wait is 1 s, and it gives up after 15 s in all).
+    messages = tmp_path / "interrupted.stderr"
+    with messages.open("w") as stderr_file:
+        interrupted = subprocess.Popen(
+            command.argv(str(song)),
+            stdout=subprocess.DEVNULL,
+            stderr=stderr_file,
+            text=True,
+            env=command.env,
+            cwd=command.cwd,
+        )
+        try:
+            wait_until(
+                lambda: "trying again in" in messages.read_text() or interrupted.poll() is not None,
+                timeout=60,
+            )
+            interrupted.send_signal(signal.SIGINT)
+            interrupted.wait(timeout=30)
+        finally:
+            if interrupted.poll() is None:
+                interrupted.kill()
+    stderr = messages.read_text()
     assert interrupted.returncode == 130, stderr
     assert "concert.wav: run the same command again to resume the upload" in stderr
     [entry_name] = command.pending()  # the file itself is sent: nothing else is kept
