@@ -28,9 +28,9 @@ from pathlib import Path
 
 from moviepy import AudioFileClip
 
-from bench.measurement import Cost, interleave, measure_call
+from bench.measurement import CostLog, interleave
 from bench.media import long_video, mp3_audio_mkv, pcm_wav, run_ffmpeg
-from bench.results import Result, Series, heading, report, series_row
+from bench.results import Result, heading, report, series_row
 from common.options import Options
 from converter.transcode import probe, transcode
 
@@ -112,15 +112,8 @@ def run(runs: int = 5) -> list[Result]:
     wav = pcm_wav(source)
     with tempfile.TemporaryDirectory(prefix="v2m-bench-") as tmp:
         out = str(Path(tmp) / "out.mp3")
-        costs: dict[str, list[Cost]] = {}
-
-        def measured(name: str, target: str, *args: str) -> Callable[[], float]:
-            def action() -> float:
-                cost = measure_call(target, *args)
-                costs.setdefault(name, []).append(cost)
-                return cost.wall
-
-            return action
+        costs = CostLog()
+        measured = costs.action
 
         wall = interleave(
             runs,
@@ -139,8 +132,7 @@ def run(runs: int = 5) -> list[Result]:
             bare_copy=measured("bare_copy", f"{MODULE}:bare_stream_copy", str(mkv), out),
         )
 
-    def series(name: str, field: str) -> Series:
-        return Series([getattr(cost, field) for cost in costs[name]])
+    series = costs.series
 
     bare_cpu, bare_rss = series("bare", "cpu"), series("bare", "peak_rss_mb")
 

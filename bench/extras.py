@@ -24,7 +24,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from bench.measurement import Cost, interleave, measure_call
+from bench.measurement import CostLog, interleave
 from bench.media import LONG_SECONDS, long_video
 from bench.results import Result, Series, heading, report, series_row
 from common.options import Options
@@ -88,15 +88,8 @@ def run(runs: int = 3) -> list[Result]:
         made = str(Path(tmp) / "made.mp3")
         plain(source, made)  # what the cover-less passes read
         out = str(Path(tmp) / "out.mp3")
-        costs: dict[str, list[Cost]] = {}
-
-        def measured(name: str, target: str, *args: str) -> Callable[[], float]:
-            def action() -> float:
-                cost = measure_call(target, *args)
-                costs.setdefault(name, []).append(cost)
-                return cost.wall
-
-            return action
+        costs = CostLog()
+        measured = costs.action
 
         wall = interleave(
             runs,
@@ -109,7 +102,7 @@ def run(runs: int = 3) -> list[Result]:
         )
 
     def cpu(name: str) -> Series:
-        return Series([cost.cpu for cost in costs[name]])
+        return costs.series(name, "cpu")
 
     rows = [
         series_row(BENCH, "plain conversion wall (baseline)", wall["plain"]),

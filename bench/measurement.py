@@ -83,6 +83,28 @@ def measure_call(target: str, *args: str) -> Cost:
     return Cost(**json.loads(completed.stdout.strip().splitlines()[-1]))
 
 
+class CostLog:
+    """What each named, measured call cost, run after run (``interleave``'s actions)."""
+
+    def __init__(self) -> None:
+        self._costs: dict[str, list[Cost]] = {}
+
+    def action(self, name: str, target: str, *args: str) -> Callable[[], float]:
+        """Return an action that measures ``target(*args)`` in a fresh process, logs it
+        under ``name`` and returns its wall seconds."""
+
+        def run() -> float:
+            cost = measure_call(target, *args)
+            self._costs.setdefault(name, []).append(cost)
+            return cost.wall
+
+        return run
+
+    def series(self, name: str, field: str) -> Series:
+        """Return one field (``wall``, ``cpu``, ``peak_rss_mb``) of ``name``'s runs."""
+        return Series([getattr(cost, field) for cost in self._costs[name]])
+
+
 def _call(target: str, args: Sequence[str]) -> None:
     module_name, _, function_name = target.partition(":")
     function = getattr(importlib.import_module(module_name), function_name)

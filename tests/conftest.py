@@ -10,6 +10,7 @@ A server that cannot be had skips its tests locally but fails them under
 from __future__ import annotations
 
 import os
+import signal
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -25,6 +26,12 @@ from devstack.mailsink import MailSink
 from devstack.stack import purge_queues
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+# A pytest that a non-interactive shell started in the background (make test's shards) has
+# SIGINT ignored, and so would every program it starts, whereas the CLI's tests press
+# Ctrl-C on theirs. Python's own handler here is reset to the default for each child.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def unavailable(message: str) -> None:

@@ -29,55 +29,50 @@ function trackUrl(job, track) {
 
 // Save the audio at ``path`` under the server's name for it, else ``fallbackName``.
 async function downloadAudio(path, fallbackName, button) {
-  clearMessages();
-  button.disabled = true;
   button.textContent = "Downloading…";
-  try {
-    const response = await api("GET", path, { headers: { Accept: "audio/*" } });
-    const blob = await response.blob();
-    const filename = filenameFrom(response.headers.get("Content-Disposition")) || fallbackName;
-    saveBlob(blob, filename);
-    showNotice(`Saved ${filename}.`);
-  } catch (problem) {
-    if (problem.status !== 401) showError(problem.message);
-  } finally {
-    button.disabled = false;
-  }
+  await saveDownload(path, { accept: "audio/*", fallbackName, button });
 }
 
 // Save the outputs of the done jobs ``jobIds`` as one ZIP. The caller owns the button's
 // state afterwards: what it offers depends on the selection at that time.
 export async function downloadZip(jobIds, button) {
-  clearMessages();
-  button.disabled = true;
   button.textContent = "Preparing ZIP…";
-  try {
-    const query = jobIds.map((id) => `job_id=${encodeURIComponent(id)}`).join("&");
-    const response = await api("GET", `/download.zip?${query}`, { headers: { Accept: "application/zip" } });
-    const blob = await response.blob();
-    const filename = filenameFrom(response.headers.get("Content-Disposition")) || "video2mp3.zip";
-    saveBlob(blob, filename);
-    const files = jobIds.length === 1 ? "1 conversion" : `${jobIds.length} conversions`;
-    showNotice(`Saved ${filename} (${files}).`);
-  } catch (problem) {
-    if (problem.status !== 401) showError(problem.message);
-  }
+  const query = jobIds.map((id) => `job_id=${encodeURIComponent(id)}`).join("&");
+  const files = jobIds.length === 1 ? "1 conversion" : `${jobIds.length} conversions`;
+  await saveDownload(`/download.zip?${query}`, {
+    accept: "application/zip",
+    fallbackName: "video2mp3.zip",
+    button,
+    keepDisabled: true,
+    saved: (filename) => `Saved ${filename} (${files}).`,
+  });
 }
 
 // Save everything the account holds (GET /me/export) as the JSON file the server names.
 export async function downloadExport(button) {
+  await saveDownload("/me/export", {
+    accept: "application/json",
+    fallbackName: "video2mp3-export.json",
+    button,
+  });
+}
+
+// Fetch ``path`` with the token and hand it to the browser as a file, under the name the
+// server gives it (else ``fallbackName``); ``button`` is disabled meanwhile, and enabled
+// again afterwards unless ``keepDisabled``.
+async function saveDownload(path, { accept, fallbackName, button, keepDisabled = false, saved }) {
   clearMessages();
   button.disabled = true;
   try {
-    const response = await api("GET", "/me/export");
+    const response = await api("GET", path, { headers: { Accept: accept } });
     const blob = await response.blob();
-    const filename = filenameFrom(response.headers.get("Content-Disposition")) || "video2mp3-export.json";
+    const filename = filenameFrom(response.headers.get("Content-Disposition")) || fallbackName;
     saveBlob(blob, filename);
-    showNotice(`Saved ${filename}.`);
+    showNotice(saved ? saved(filename) : `Saved ${filename}.`);
   } catch (problem) {
     if (problem.status !== 401) showError(problem.message);
   } finally {
-    button.disabled = false;
+    if (!keepDisabled) button.disabled = false;
   }
 }
 
