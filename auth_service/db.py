@@ -311,10 +311,7 @@ def find_user(email: str) -> User | None:
     Raises:
         TransientError: MySQL cannot be reached.
     """
-    with _translated_errors("looking up a user"), get_db().cursor() as cursor:
-        cursor.execute(_SELECT_USER, (email,))
-        row = cursor.fetchone()
-    return None if row is None else _user(row)
+    return _find(_SELECT_USER, email)
 
 
 def insert_user(email: str, password_hash: str, *, is_admin: bool) -> User:
@@ -358,8 +355,13 @@ def find_user_by_id(user_id: int) -> User | None:
     Raises:
         TransientError: MySQL cannot be reached.
     """
+    return _find(_SELECT_USER_BY_ID, user_id)
+
+
+def _find(select: str, key: str | int) -> User | None:
+    """Return the one user ``select`` finds by ``key``, or None."""
     with _translated_errors("looking up a user"), get_db().cursor() as cursor:
-        cursor.execute(_SELECT_USER_BY_ID, (user_id,))
+        cursor.execute(select, (key,))
         row = cursor.fetchone()
     return None if row is None else _user(row)
 
