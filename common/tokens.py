@@ -15,10 +15,8 @@ is not the token's fault and raises ``TransientError`` instead.
 from __future__ import annotations
 
 import base64
-import collections
 import hashlib
 import json
-import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -27,6 +25,7 @@ from typing import Any
 import jwt
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 
+from common.cache import TtlCache
 from common.errors import PermanentError, TransientError
 
 ALGORITHM = "RS256"
@@ -170,32 +169,16 @@ class _VerifiedTokens:
     """
 
     def __init__(self, size: int, ttl: float) -> None:
-        self._size = size
-        self._ttl = ttl
-        self._entries: collections.OrderedDict[str, tuple[float, Claims]] = (
-            collections.OrderedDict()
-        )
-        self._lock = threading.Lock()
+        self._entries: TtlCache[Claims] = TtlCache(size, ttl, clock=time.time)
 
     def get(self, token: str, leeway: float) -> Claims | None:
-        now = time.time()
-        with self._lock:
-            entry = self._entries.get(token)
-            if entry is None:
-                return None
-            checked_at, claims = entry
-            if now - checked_at > self._ttl or now > claims.expires_at + leeway:
-                del self._entries[token]
-                return None
-            self._entries.move_to_end(token)
-            return claims
+        found, claims = self._entries.get(token)
+        if not found or claims is None or time.time() > claims.expires_at + leeway:
+            return None
+        return claims
 
     def put(self, token: str, claims: Claims) -> None:
-        with self._lock:
-            self._entries[token] = (time.time(), claims)
-            self._entries.move_to_end(token)
-            while len(self._entries) > self._size:
-                self._entries.popitem(last=False)
+        self._entries.put(token, claims)
 
 
 class TokenVerifier:

@@ -16,11 +16,9 @@ API) refuses keys with 403 ``insufficient_scope``. A key never carries admin rig
 
 from __future__ import annotations
 
-import collections
 import functools
 import hashlib
 import re
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,6 +26,7 @@ from typing import Any, TypeVar
 
 from flask import Flask, current_app, g, request
 
+from common.cache import TtlCache
 from common.http.errors import ApiError
 from common.tokens import Claims, InvalidToken, bearer_token
 from gateway.auth_client import AuthClient
@@ -60,13 +59,7 @@ class Verdicts:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._validate = validate
-        self._ttl = ttl
-        self._size = size
-        self._clock = clock
-        self._verdicts: collections.OrderedDict[str, tuple[float, dict[str, Any] | None]] = (
-            collections.OrderedDict()
-        )
-        self._lock = threading.Lock()
+        self._verdicts: TtlCache[dict[str, Any] | None] = TtlCache(size, ttl, clock=clock)
 
     def answer(self, credential: str) -> dict[str, Any] | None:
         """Return what auth's ``/validate`` says of the credential, or None if it refuses it.
@@ -75,17 +68,10 @@ class Verdicts:
             TransientError: auth could not be asked (and no verdict is held).
         """
         digest = hashlib.sha256(credential.encode("utf-8")).hexdigest()
-        now = self._clock()
-        with self._lock:
-            held = self._verdicts.get(digest)
-        if held is not None and now < held[0]:
-            return held[1]
-        answer = self._validate(credential)
-        with self._lock:
-            self._verdicts[digest] = (now + self._ttl, answer)
-            self._verdicts.move_to_end(digest)
-            while len(self._verdicts) > self._size:
-                self._verdicts.popitem(last=False)
+        held, answer = self._verdicts.get(digest)
+        if not held:
+            answer = self._validate(credential)
+            self._verdicts.put(digest, answer)
         return answer
 
 
